@@ -1,0 +1,3 @@
+"""sciml: a command-line experiment runner for scientific machine learning."""
+
+__version__ = "0.1.0"

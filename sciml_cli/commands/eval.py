@@ -1,0 +1,87 @@
+"""``sciml eval run=<dir>``: rebuild the model from a checkpoint alone and score it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .. import config, rundir
+from ..errors import ConfigError, reporting
+from . import compose, run_app
+
+
+def _checkpoint_path(cfg: DictConfig) -> Path:
+    run = Path(str(cfg.run))
+    if not run.is_dir():
+        raise ConfigError("run", f"no such run directory: {run}")
+    if cfg.checkpoint not in ("best", "last"):
+        raise ConfigError("checkpoint", f"unknown checkpoint {cfg.checkpoint!r}", ["best", "last"])
+    path = run / "checkpoints" / f"{cfg.checkpoint}.pt"
+    if not path.is_file():
+        raise ConfigError("run", f"{run} has no checkpoints/{cfg.checkpoint}.pt")
+    return path
+
+
+def preflight(overrides: list[str]) -> None:
+    cfg, _ = compose("eval", overrides)
+    if OmegaConf.is_missing(cfg, "run"):
+        raise ConfigError("run", "required: the run directory to evaluate, e.g. run=outputs/train/heat-pinn/<time>")
+    _checkpoint_path(cfg)
+
+
+@reporting
+def task(cfg: DictConfig) -> dict:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import plotting
+    from ..training import checkpoint
+    from ..training.trainer import DTYPES, resolve_device
+
+    path = _checkpoint_path(cfg)
+    run = path.parent.parent
+    state = checkpoint.load(path)
+    saved = OmegaConf.create(state["config"])
+    config.check(saved)  # refuses any class outside sciml_cli and torch before building one
+    device = resolve_device(cfg.device)
+    dtype = DTYPES[saved.trainer.get("dtype", "float32")]
+    problem = config.instantiate(saved.problem).to(device, dtype)
+    model = config.instantiate(saved.model, problem=problem).to(device, dtype)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        from ..errors import CheckpointError
+
+        raise CheckpointError(f"{path}: weights do not fit the model in its config: {str(err).splitlines()[0]}") from None
+    model.eval()
+    with torch.no_grad():
+        evaluation = model.evaluate(problem, resolution=cfg.resolution)
+    result = {
+        "run": str(run), "checkpoint": str(path), "step": state["step"],
+        "resolution": cfg.resolution, "device": str(device), "metrics": evaluation.metrics,
+    }
+    rundir.write_json(run / "eval.json", result)
+    fig = plotting.comparison_figure(evaluation.grid, evaluation.prediction, evaluation.reference,
+                                     title=f"{cfg.checkpoint}.pt, step {state['step']}")
+    png = plotting.save(fig, run / "plots" / f"eval_{cfg.checkpoint}.png")
+
+    table = Table(title=f"sciml eval {run} ({cfg.checkpoint}.pt, step {state['step']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in evaluation.metrics.items():
+        table.add_row(k, f"{v:.4e}")
+    Console().print(table)
+    print(f"wrote {run / 'eval.json'} and {png}")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(config.CONFIG_DIR), config_name="eval")
+def _app(cfg: DictConfig) -> None:
+    task(cfg)
+
+
+def main(args: list[str]) -> int:
+    return run_app(_app, args, preflight)

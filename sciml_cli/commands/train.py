@@ -1,0 +1,145 @@
+"""``sciml train``: compose model, problem, optim and trainer; train; write the run directory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .. import config, rundir
+from ..errors import ConfigError, SciMLError, full_error, report
+from . import GROUPS, check_compatible, compose, expand, parse_overrides, run_app
+
+RESUME_GROUPS = ("model", "problem")
+
+
+def preflight(overrides: list[str], config_name: str = "train") -> None:
+    """Compose and check every job before Hydra creates any directory."""
+    for job in expand(overrides):
+        cfg, choices = compose(config_name, job)
+        config.check(cfg)
+        check_compatible(cfg)
+        if cfg.get("resume") is not None:
+            if config_name != "train":
+                raise ConfigError("resume", "a sweep cannot resume; resume its runs one by one")
+            _check_resume(cfg, choices)
+
+
+def _check_resume(cfg: DictConfig, choices: dict[str, str]) -> None:
+    resume = str(cfg.resume)
+    if resume == "auto":
+        base = Path(cfg.paths.outputs) / "train" / f"{choices['problem']}-{choices['model']}"
+        if rundir.newest_run(base) is None:
+            raise ConfigError("resume", f"resume=auto found no run with a checkpoint under {base}")
+        return
+    path = rundir.resume_checkpoint(resume)
+    if not path.is_file():
+        raise ConfigError("resume", f"no checkpoint at {path}", ["auto", "<run dir>", "<checkpoint file>"])
+
+
+def _flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Scalars of the config for TensorBoard's hparams (lists become strings)."""
+    out: dict[str, Any] = {}
+    if isinstance(cfg, dict):
+        for k, v in cfg.items():
+            if str(k).startswith("_") or k in ("callbacks", "paths"):
+                continue
+            out.update(_flat(v, f"{prefix}{k}." if prefix or k else ""))
+        return out
+    key = prefix.rstrip(".")
+    if isinstance(cfg, (bool, int, float, str)):
+        out[key] = cfg
+    elif isinstance(cfg, list):
+        out[key] = str(cfg)
+    return out
+
+
+def _resumed_config(saved_yaml: str, composed: DictConfig, overrides: list[str]) -> DictConfig:
+    """The checkpoint's config with this command's explicit ``key=value`` overrides on top."""
+    saved = OmegaConf.create(saved_yaml)
+    for group in RESUME_GROUPS:
+        if composed[group]._target_ != saved[group]._target_:
+            raise ConfigError(group, f"a resumed run keeps its {group} ({saved[group]._target_})")
+    for o in parse_overrides(overrides):
+        key = o.key_or_group
+        if key == "resume" or key in GROUPS or key.startswith("hydra"):
+            continue
+        OmegaConf.update(saved, key, OmegaConf.select(composed, key), merge=False)
+    saved.resume = composed.resume
+    return saved
+
+
+def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    from .. import plotting
+    from ..training import checkpoint
+
+    resume_state = None
+    if cfg.resume is not None:
+        ckpt = rundir.resume_checkpoint(str(cfg.resume), run_dir)
+        resume_state = checkpoint.load(ckpt)
+        cfg = _resumed_config(resume_state["config"], cfg, overrides)
+        config.check(cfg)
+        (run_dir / ".hydra").mkdir(exist_ok=True)
+        (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        print(f"resuming {run_dir} from {ckpt} (step {resume_state['step']})")
+
+    trainer = config.instantiate(cfg.trainer)
+    trainer.seed_everything()
+    problem = config.instantiate(cfg.problem)
+    model = config.instantiate(cfg.model, problem=problem)
+
+    info = {**rundir.provenance(), "device": str(trainer.device), "dtype": trainer.dtype_name,
+            "seed": trainer.seed, "status": "running", "resumed_from_step": resume_state and resume_state["step"]}
+    rundir.write_json(run_dir / "run.json", info)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        summary = trainer.fit(model, problem, run_dir, OmegaConf.to_yaml(cfg), resume=resume_state,
+                              hparams=_flat({k: container[k] for k in ("model", "problem", "optim")}))
+    except SciMLError as err:
+        status = "interrupted" if err.exit_code >= 128 else "failed"
+        rundir.write_json(run_dir / "run.json", {**info, "status": status, "error": str(err),
+                                                 "wall_time_s": round(trainer.elapsed, 3)})
+        raise
+    if trainer.last_eval is not None:
+        ev = trainer.last_eval
+        plotting.save(plotting.comparison_figure(ev.grid, ev.prediction, ev.reference,
+                                                 title=f"step {trainer.step}"), run_dir / "plots" / "prediction.png")
+    plotting.save(plotting.loss_figure(trainer.history), run_dir / "plots" / "loss.png")
+    metrics = {"status": "finished", "val_metric": problem.val_metric, **summary}
+    rundir.write_json(run_dir / "metrics.json", metrics)
+    rundir.write_json(run_dir / "run.json", {**info, "status": "finished", "wall_time_s": summary["wall_time_s"]})
+    return metrics
+
+
+def task(cfg: DictConfig) -> float | None:
+    """The Hydra task of ``train`` and of every ``sweep`` job; returns the validation metric
+    (what a sweeper such as Optuna minimises)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        metrics = _train(cfg, run_dir, list(hc.overrides.task))
+        return metrics.get(f"val/{metrics['val_metric']}")
+    except SciMLError as err:
+        if full_error():
+            raise
+        code = report(err)
+        if multirun and code < 128:  # one failed job does not stop the sweep; a signal does
+            rundir.write_json(run_dir / "metrics.json", {"status": "failed", "error": str(err)})
+            return None
+        sys.exit(code)
+
+
+@hydra.main(version_base="1.3", config_path=str(config.CONFIG_DIR), config_name="train")
+def _app(cfg: DictConfig) -> float | None:
+    return task(cfg)
+
+
+def main(args: list[str]) -> int:
+    return run_app(_app, args, preflight)

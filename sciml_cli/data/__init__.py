@@ -1,0 +1,1 @@
+"""HDF5 datasets written by the reference solvers."""

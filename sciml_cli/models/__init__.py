@@ -1,0 +1,1 @@
+"""Models: one file per family. Each names the problem view it needs (``Model.view``)."""

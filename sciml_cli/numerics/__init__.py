@@ -1,0 +1,1 @@
+"""Numerical kernels shared by several problems, each tested against exact results."""

@@ -1,0 +1,76 @@
+"""Figures of solutions and predictions (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy()
+
+
+def _panel(ax, grid: dict[str, Tensor], field: np.ndarray, title: str, cmap: str = "RdBu_r"):
+    names = list(grid)
+    if field.ndim == 1:
+        ax.plot(_np(grid[names[0]]), field)
+        ax.set_xlabel(names[0])
+    else:
+        # axis 0 of ``field`` runs along the first grid coordinate: draw it horizontally
+        a, b = _np(grid[names[0]]), _np(grid[names[1]])
+        im = ax.imshow(field.T, origin="lower", aspect="auto", cmap=cmap,
+                       extent=[a[0], a[-1], b[0], b[-1]])
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.figure.colorbar(im, ax=ax)
+    ax.set_title(title)
+
+
+def comparison_figure(grid: dict[str, Tensor], prediction: Tensor, reference: Tensor, title: str = ""):
+    """Reference, prediction and absolute error side by side."""
+    pred, ref = _np(prediction), _np(reference)
+    while pred.ndim > 2:  # extra leading axes (samples, channels): show the first
+        pred, ref = pred[0], ref[0]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
+    _panel(axes[0], grid, ref, "reference")
+    _panel(axes[1], grid, pred, "prediction")
+    _panel(axes[2], grid, np.abs(pred - ref), "|error|", cmap="magma")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def field_figure(grid: dict[str, Tensor], field: Tensor, title: str = ""):
+    f = _np(field)
+    while f.ndim > 2:
+        f = f[0]
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    _panel(ax, grid, f, title)
+    return fig
+
+
+def loss_figure(history: Sequence[Sequence[float]]):
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    if history:
+        h = np.asarray(history, dtype=float)
+        ax.semilogy(h[:, 0], h[:, 1])
+    ax.set_xlabel("step")
+    ax.set_ylabel("total loss")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def save(fig, path: Path) -> Path:
+    from .training.checkpoint import atomic_write
+
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110))
+    plt.close(fig)
+    return path

@@ -1,0 +1,130 @@
+"""What a problem is, and the views it can offer to models.
+
+A problem class inherits :class:`Problem` and every view it offers. A model names the view it
+needs (``Model.view``); whether a pair fits is ``issubclass(problem_cls, model_cls.view)``, so
+adding a view to a problem makes every model that asks for it work there, with no table to edit.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..numerics.metrics import error_metrics
+
+
+@dataclass
+class Solution:
+    """Output of a reference solver.
+
+    Attributes
+    ----------
+    fields
+        Named arrays, batch first, e.g. ``{"u": [N, T, X]}`` or ``{"a": [N, X], "u": [N, X]}``.
+    grid
+        Coordinates of the trailing axes of the fields, e.g. ``{"t": [T], "x": [X]}``, in the
+        order of those axes.
+    attrs
+        Plain values describing the run (parameters, derived scalars such as baselines).
+    """
+
+    fields: dict[str, Tensor]
+    grid: dict[str, Tensor]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """A model's prediction against the problem's reference on a grid.
+
+    ``prediction`` and ``reference`` share the shape given by ``grid`` (one axis per
+    coordinate, in the grid's order); ``metrics`` holds plain floats.
+    """
+
+    metrics: dict[str, float]
+    prediction: Tensor
+    reference: Tensor
+    grid: dict[str, Tensor]
+
+
+class Problem(ABC):
+    """A physical problem: its parameters, reference solver and metrics.
+
+    Subclasses keep their constructor arguments equal to the YAML keys of
+    ``configs/problem/<name>.yaml``.
+    """
+
+    #: the metric used to pick the best checkpoint and to rank sweeps (lower is better)
+    val_metric: str = "rel_l2"
+
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+        self.dtype = torch.get_default_dtype()
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Problem:
+        self.device, self.dtype = torch.device(device), dtype
+        return self
+
+    @property
+    def factory(self) -> dict[str, Any]:
+        """``device``/``dtype`` keyword arguments for tensors this problem creates."""
+        return {"device": self.device, "dtype": self.dtype}
+
+    @abstractmethod
+    def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
+        """Run the reference solver on this problem's device and dtype."""
+
+    def metrics(self, prediction: Tensor, reference: Tensor) -> dict[str, float]:
+        return error_metrics(prediction, reference)
+
+
+class PhysicsResidual(ABC):
+    """View for physics-informed models: sampling, PDE residual, initial and boundary residuals.
+
+    Points are ``[N, d]`` tensors whose columns follow :attr:`coords` (time last).
+    """
+
+    coords: tuple[str, ...]
+    n_outputs: int = 1
+
+    @property
+    @abstractmethod
+    def bounds(self) -> list[tuple[float, float]]:
+        """``(low, high)`` per coordinate."""
+
+    @abstractmethod
+    def sample_interior(self, n: int, seed: int) -> Tensor: ...
+
+    @abstractmethod
+    def sample_initial(self, n: int, seed: int) -> Tensor: ...
+
+    @abstractmethod
+    def sample_boundary(self, n: int, seed: int) -> Tensor: ...
+
+    @abstractmethod
+    def residual(self, u: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
+        """PDE residual of ``u`` at interior ``points``, ``[N, n_outputs]``."""
+
+    @abstractmethod
+    def initial_residual(self, u: Callable[[Tensor], Tensor], points: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def boundary_residual(self, u: Callable[[Tensor], Tensor], points: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def reference(self, resolution: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
+        """Reference solution on a tensor grid: ``(grid, u)`` with ``u`` shaped by the grid."""
+
+
+VIEWS: tuple[type, ...] = (PhysicsResidual,)
+
+
+def view_name(view: type) -> str:
+    """'PhysicsResidual' -> 'physics residual'."""
+    name = view.__name__
+    return "".join(" " + c.lower() if c.isupper() else c for c in name).strip()

@@ -1,0 +1,320 @@
+"""The one training loop.
+
+Every step goes through a closure, so SGD, Adam and L-BFGS share the loop; optimiser *phases*
+(e.g. Adam then L-BFGS) run one after the other. The loop knows nothing about the model or the
+problem: it asks the model for a batch and named loss terms, weights and sums them, and steps.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ..constraints import NonNegativeInt, PositiveFloat, PositiveInt
+from ..errors import ConfigError, NonFiniteLossError, SciMLError
+from ..models.base import Model
+from ..problems.base import Evaluation, Problem
+from . import checkpoint
+from .callbacks import Callback
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class Phase:
+    """One optimiser phase: ``steps`` optimiser steps with ``optimizer`` (a partial taking the
+    parameters) and an optional ``scheduler`` (a partial taking the optimiser), stepped once per
+    optimiser step."""
+
+    name: str
+    steps: PositiveInt
+    optimizer: Callable[..., torch.optim.Optimizer]
+    scheduler: Callable[..., Any] | None = None
+
+
+class Interrupted(SciMLError):
+    """SIGTERM or SIGINT: the run was checkpointed at the current step and stopped."""
+
+    label = "stopped"
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` tries cuda, then mps, then cpu; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError("trainer.device", f"{name!r} is not a device", ["auto", "cpu", "cuda", "mps"]) from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ConfigError("trainer.device", f"{name} is not available on this machine",
+                          ["auto"] + [k for k, ok in available.items() if ok])
+    return device
+
+
+class Trainer:
+    """Runs the optimiser phases on a model and problem, with validation and checkpoints.
+
+    Parameters
+    ----------
+    phases
+        Optimiser phases, run in order (see :class:`Phase`).
+    device
+        ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    dtype
+        Floating-point type of the model and the problem's tensors.
+    seed
+        Seeds python, numpy and torch before the model is built, and the collocation draws.
+    grad_clip
+        Clip the global gradient norm to this value; ``null`` disables clipping.
+    val_every, log_every, checkpoint_every
+        Intervals in optimiser steps. A run always validates and checkpoints at its end.
+    callbacks
+        Side work (progress display, TensorBoard), by name so a config can switch one off.
+    """
+
+    def __init__(
+        self,
+        phases: list[Phase],
+        device: str = "auto",
+        dtype: Literal["float32", "float64"] = "float32",
+        seed: NonNegativeInt = 0,
+        grad_clip: PositiveFloat | None = None,
+        val_every: PositiveInt = 500,
+        log_every: PositiveInt = 10,
+        checkpoint_every: PositiveInt = 500,
+        callbacks: dict[str, Callback | None] | None = None,
+    ) -> None:
+        if not phases:
+            raise ConfigError("optim.phases", "at least one optimiser phase is needed")
+        self.phases = phases
+        self.device_name, self.dtype_name = device, dtype
+        self.seed, self.grad_clip = seed, grad_clip
+        self.val_every, self.log_every, self.checkpoint_every = val_every, log_every, checkpoint_every
+        self.callbacks = [cb for cb in (callbacks or {}).values() if cb is not None]
+        self.device = resolve_device(device)
+        self.dtype = DTYPES[dtype]
+        # progress, restored from a checkpoint on resume
+        self.step = 0
+        self.phase_index = 0
+        self.phase_step = 0
+        self.best: float = math.inf
+        self.history: list[list[float]] = []  # [step, total loss] at every log step
+        self.elapsed = 0.0  # wall seconds spent training, over all sessions of the run
+        self.last_logs: dict[str, float] = {}
+        self.last_eval: Evaluation | None = None
+        self._stop_signal: int | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return sum(p.steps for p in self.phases)
+
+    def seed_everything(self) -> None:
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(
+        self,
+        model: Model,
+        problem: Problem,
+        run_dir: Path,
+        config_yaml: str,
+        resume: dict[str, Any] | None = None,
+        hparams: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Train, validate and checkpoint; returns the final metrics."""
+        self.model, self.problem = model.to(self.device, self.dtype), problem.to(self.device, self.dtype)
+        self.run_dir, self.config_yaml = Path(run_dir), config_yaml
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.val_metric = problem.val_metric
+        self.hparams = hparams or {}
+        pending_optim: dict[str, Any] | None = None
+        if resume is not None:
+            pending_optim = self._restore(resume)
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        start = time.perf_counter()
+        elapsed0 = self.elapsed
+        try:
+            with self._signals():
+                for index in range(self.phase_index, len(self.phases)):
+                    self.phase_index = index
+                    phase = self.phases[index]
+                    self.optimizer = phase.optimizer(model.parameters())
+                    self.scheduler = phase.scheduler(self.optimizer) if phase.scheduler else None
+                    if pending_optim is not None:
+                        self.optimizer.load_state_dict(pending_optim["optimizer"])
+                        if self.scheduler is not None and pending_optim.get("scheduler") is not None:
+                            self.scheduler.load_state_dict(pending_optim["scheduler"])
+                        pending_optim = None
+                    while self.phase_step < phase.steps:
+                        self._train_step(phase)
+                        self.elapsed = elapsed0 + time.perf_counter() - start
+                        if self.step % self.val_every == 0:
+                            self._validate()
+                        if self.step % self.checkpoint_every == 0:
+                            self.save("last.pt")
+                        if self._stop_signal is not None:
+                            self._interrupt()
+                    if index < len(self.phases) - 1:
+                        self.phase_step = 0
+                if self.last_eval is None or self._validated_at != self.step:
+                    self._validate()
+                self.elapsed = elapsed0 + time.perf_counter() - start
+                self.save("last.pt")
+        finally:
+            for cb in self.callbacks:
+                cb.close()
+        summary = self.summary()
+        for cb in self.callbacks:
+            cb.on_fit_end(self, summary)
+        return summary
+
+    def _train_step(self, phase: Phase) -> None:
+        model, problem = self.model, self.problem
+        batch = model.batch(problem, self.step, self.seed)
+        weights = model.loss_weights
+        log_now = (self.step + 1) % self.log_every == 0 or self.phase_step + 1 == phase.steps
+        first: dict[str, Any] = {}
+
+        def closure() -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            terms = model.loss(problem, batch)
+            total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+            # sync point: a non-finite loss must stop the run before it reaches a checkpoint
+            if not torch.isfinite(total).item():
+                bad = next((k for k, v in terms.items() if not torch.isfinite(v).item()), "total")
+                value = terms[bad].item() if bad in terms else total.item()
+                last = self.ckpt_dir / "last.pt"
+                raise NonFiniteLossError(
+                    f"loss term '{bad}' is {value} at step {self.step + 1} (phase {phase.name}); "
+                    + (f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet")
+                )
+            total.backward()
+            if not first:
+                params = [p for p in model.parameters() if p.grad is not None]
+                if self.grad_clip is not None:
+                    first["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                elif log_now:
+                    first["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in params])
+                first["terms"] = {k: v.detach() for k, v in terms.items()}
+                first["total"] = total.detach()
+            elif self.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+            return total
+
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step(closure)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step += 1
+        self.phase_step += 1
+        if log_now:
+            logs = {f"loss/{k}": v.item() for k, v in first["terms"].items()}
+            logs["loss/total"] = first["total"].item()
+            logs["lr"] = float(lr)
+            logs["grad_norm"] = first["grad_norm"].item()
+            self.last_logs = logs
+            self.history.append([self.step, logs["loss/total"]])
+            for cb in self.callbacks:
+                cb.on_log(self, logs)
+
+    def _validate(self) -> None:
+        self.model.eval()
+        evaluation = self.model.evaluate(self.problem)
+        self.model.train()
+        self.last_eval, self._validated_at = evaluation, self.step
+        value = evaluation.metrics[self.val_metric]
+        if value < self.best:
+            self.best = value
+            self.save("best.pt")
+        for cb in self.callbacks:
+            cb.on_validation(self, evaluation)
+
+    _validated_at = -1
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "model_extra": self.model.extra_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "step": self.step,
+            "phase_index": self.phase_index,
+            "phase_step": self.phase_step,
+            "best": self.best,
+            "history": self.history,
+            "elapsed": self.elapsed,
+            "metrics": self.last_eval.metrics if self.last_eval else {},
+            "rng": checkpoint.rng_state(),
+            "config": self.config_yaml,
+        }
+
+    def save(self, name: str) -> Path:
+        path = self.ckpt_dir / name
+        checkpoint.save(path, self.state_dict())
+        return path
+
+    def _restore(self, state: dict[str, Any]) -> dict[str, Any]:
+        self.model.load_state_dict(state["model"])
+        self.step, self.phase_index, self.phase_step = state["step"], state["phase_index"], state["phase_step"]
+        if self.phase_index >= len(self.phases):
+            raise ConfigError("resume", f"the checkpoint is in phase {self.phase_index + 1} but optim has {len(self.phases)}")
+        self.best, self.history, self.elapsed = state["best"], list(state["history"]), state["elapsed"]
+        checkpoint.set_rng_state(state["rng"])
+        return {"optimizer": state["optimizer"], "scheduler": state["scheduler"]}
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"step": self.step, "wall_time_s": round(self.elapsed, 3)}
+        out.update({k: v for k, v in self.last_logs.items() if k.startswith("loss/")})
+        if self.last_eval is not None:
+            out.update({f"val/{k}": v for k, v in self.last_eval.metrics.items()})
+        out[f"best/{self.val_metric}"] = self.best
+        return out
+
+    # -- signals -----------------------------------------------------------------------------
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        def handler(signum, frame):
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C stops at once
+            self._stop_signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _interrupt(self) -> None:
+        path = self.save("last.pt")
+        name = signal.Signals(self._stop_signal).name
+        raise Interrupted(
+            self._stop_signal,
+            f"{name} at step {self.step}/{self.total_steps}; checkpoint saved to {path}. "
+            f"Resume with: sciml train resume={path}",
+        )
