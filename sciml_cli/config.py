@@ -70,8 +70,24 @@ def instantiate(cfg: DictConfig, **runtime: Any) -> Any:
     """``hydra.utils.instantiate`` after :func:`check`; nested containers become plain ones."""
     from hydra.utils import instantiate as hydra_instantiate
 
+    from hydra.errors import InstantiationException
+
+    from .errors import SciMLError
+
     check(cfg)
-    return hydra_instantiate(cfg, **runtime, _convert_="all")
+    try:
+        return hydra_instantiate(cfg, **runtime, _convert_="all")
+    except InstantiationException as err:
+        # a constructor's own refusal (ConfigError, ValueError) reaches the user as one line
+        cause = err.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, SciMLError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError)):
+            target = str(cfg.get("_target_", "")).rpartition(".")[2]
+            raise ConfigError("", f"{target}: {cause}") from None
+        raise
 
 
 def _first_line(err: BaseException) -> str:

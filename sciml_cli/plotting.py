@@ -19,9 +19,12 @@ def _np(t: Tensor) -> np.ndarray:
 
 def _panel(ax, grid: dict[str, Tensor], field: np.ndarray, title: str, cmap: str = "RdBu_r"):
     names = list(grid)
-    if field.ndim == 1:
+    if field.ndim == 1 or len(names) == 1:
+        # one coordinate: a trailing axis beyond it holds components (e.g. prey, predator)
         ax.plot(_np(grid[names[0]]), field)
         ax.set_xlabel(names[0])
+        if field.ndim == 2:
+            ax.legend([f"component {i}" for i in range(field.shape[1])])
     else:
         # axis 0 of ``field`` runs along the first grid coordinate: draw it horizontally
         a, b = _np(grid[names[0]]), _np(grid[names[1]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ def preflight(overrides: list[str], config_name: str = "train") -> None:
         cfg, choices = compose(config_name, job)
         config.check(cfg)
         check_compatible(cfg)
+        if config_name == "train":  # a sweep's jobs may run elsewhere (a GPU node)
+            from ..training.trainer import resolve_device
+
+            resolve_device(str(cfg.trainer.device))
         if cfg.get("resume") is not None:
             if config_name != "train":
                 raise ConfigError("resume", "a sweep cannot resume; resume its runs one by one")
@@ -127,6 +132,8 @@ def task(cfg: DictConfig) -> float | None:
         metrics = _train(cfg, run_dir, list(hc.overrides.task))
         return metrics.get(f"val/{metrics['val_metric']}")
     except SciMLError as err:
+        if isinstance(err, ConfigError) and cfg.resume is None and not (run_dir / "checkpoints").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing that looks like a result
         if full_error():
             raise
         code = report(err)

@@ -275,6 +275,8 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         path = self.ckpt_dir / name
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise NonFiniteLossError(f"non-finite weights at step {self.step}; {path} was not overwritten")
         checkpoint.save(path, self.state_dict())
         return path
 

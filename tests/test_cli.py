@@ -1,0 +1,176 @@
+"""The command line, end to end, as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import h5py
+import pytest
+from conftest import ROOT, TINY, only_run_dir
+
+from sciml_cli.data.hdf5 import read_solution
+
+
+def test_help_lists_commands_without_importing_torch():
+    code = (
+        "import sys; from sciml_cli.__main__ import main; rc = main(['--help']); "
+        "assert 'torch' not in sys.modules and 'hydra' not in sys.modules, 'heavy import'; sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("train", "eval", "solve", "sweep"):
+        assert f"  {command} " in proc.stdout
+
+
+def test_bare_sciml_prints_usage(sciml):
+    proc = sciml()
+    assert proc.returncode == 0 and "commands:" in proc.stdout
+
+
+def test_unknown_command_prints_usage_and_exits_2(sciml):
+    proc = sciml("fly")
+    assert proc.returncode == 2
+    assert "unknown command 'fly'" in proc.stderr and "commands:" in proc.stderr
+
+
+def test_train_help_shows_groups_and_options(sciml):
+    proc = sciml("train", "--help")
+    assert proc.returncode == 0
+    assert "== Configuration groups ==" in proc.stdout
+    assert "optim: adam, adam_lbfgs, lbfgs, sgd" in proc.stdout
+    assert "experiment: " in proc.stdout and "pinn_heat" in proc.stdout
+
+
+def test_cfg_job_prints_resolved_config(sciml):
+    proc = sciml("train", "--cfg", "job", "--resolve", "optim.lr=0.005")
+    assert proc.returncode == 0, proc.stderr
+    assert "lr: 0.005" in proc.stdout and "${" not in proc.stdout
+    assert not (sciml.cwd / "outputs").exists()
+
+
+def test_shell_completion_completes_groups_through_the_dispatcher(sciml):
+    proc = sciml("-sc", "query=bash", env={"COMP_LINE": "sciml train optim=", "COMP_POINT": "18"})
+    assert proc.returncode == 0
+    assert set(proc.stdout.split()) >= {"optim=adam", "optim=lbfgs", "optim=sgd", "optim=adam_lbfgs"}
+    proc = sciml("-sc", "query=bash", env={"COMP_LINE": "sciml sw", "COMP_POINT": "8"})
+    assert proc.stdout.split() == ["sweep"]
+
+
+@pytest.mark.parametrize(
+    "override, key, hint",
+    [
+        ("model=nope", "model", "valid: pinn"),
+        ("optim=nope", "optim", "adam, adam_lbfgs, lbfgs, sgd"),
+        ("optim.lr=-0.1", "optim.lr", "> 0"),
+        ("optim.lr=fast", "optim.lr", "> 0"),
+        ("optim.steps=0", "optim.steps", "> 0"),
+        ("model.width=wide", "model.width", "integer"),
+        ("model.depth=-2", "model.depth", "> 0"),
+        ("model.activation=swish", "model.activation", "tanh, sigmoid, relu, prelu, elu, softplus, arctan, identity"),
+        ("model.widht=3", "model.widht", "valid: width, depth"),
+        ("trainer.dtype=float16", "trainer.dtype", "float32, float64"),
+        ("trainer.device=tpu", "trainer.device", "valid: auto"),
+        ("problem.kappa=0", "problem.kappa", "> 0"),
+        ("resume=auto", "resume", "no run with a checkpoint"),
+        ("resume=missing/last.pt", "resume", "no checkpoint at"),
+        ("width", "width", "key=value"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(sciml, override, key, hint):
+    proc = sciml("train", override)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"sciml: config error: {key}:"), lines[0]
+    assert hint in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not (sciml.cwd / "outputs").exists()
+
+
+def test_full_error_shows_the_traceback(sciml):
+    proc = sciml("train", "optim.lr=-1", env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_train_writes_the_run_directory_and_eval_rebuilds_from_it(sciml):
+    with_progress = [o for o in TINY if not o.startswith("trainer.callbacks.progress")]
+    proc = sciml("train", *with_progress)
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+    for path in (".hydra/config.yaml", "checkpoints/last.pt", "checkpoints/best.pt", "plots/prediction.png",
+                 "plots/loss.png", "metrics.json", "run.json"):
+        assert (run / path).is_file(), path
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert "run summary" in proc.stdout and "val/rel_l2" in proc.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["step"] == 40
+    info = json.loads((run / "run.json").read_text())
+    assert info["seed"] == 0 and info["device"] == "cpu" and info["versions"]["torch"].startswith("2.")
+    assert "commit" in info["git"] and info["wall_time_s"] > 0
+
+    proc = sciml("eval", f"run={run}")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run / "eval.json").read_text())
+    assert set(result["metrics"]) == {"rel_l2", "max_abs", "rmse"}
+    assert result["metrics"]["rel_l2"] == pytest.approx(metrics["best/rel_l2"], rel=1e-9)
+    assert (run / "plots" / "eval_best.png").is_file()
+    assert "rel_l2" in proc.stdout
+
+    proc = sciml("eval", f"run={run}", "checkpoint=last", "resolution=64")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "eval.json").read_text())["resolution"] == 64
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["run=does/not/exist"], "run: no such run directory"), ([], "run: required"),
+     (["run=.", "checkpoint=middle"], "checkpoint: unknown checkpoint")],
+)
+def test_eval_bad_input(sciml, args, message):
+    proc = sciml("eval", *args)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert message in proc.stderr
+
+
+def test_solve_writes_hdf5_and_png(sciml):
+    proc = sciml("solve", "problem=heat", "resolution=65")
+    assert proc.returncode == 0, proc.stderr
+    out = only_run_dir(sciml.cwd / "outputs" / "solve" / "heat")
+    solution = read_solution(out / "heat.h5")  # verifies the checksum
+    assert tuple(solution.fields["u"].shape) == (1, 101, 65)
+    assert list(solution.grid) == ["t", "x"]
+    assert solution.attrs["solver"] == "crank-nicolson" and solution.attrs["wall_time_s"] > 0
+    assert solution.attrs["rel_l2_vs_exact"] < 1e-3
+    with h5py.File(out / "heat.h5") as f:
+        assert "kappa: 0.1" in f.attrs["config"]
+    assert (out / "heat.png").stat().st_size > 1000
+    assert "samples/s" in proc.stdout
+
+
+def test_solve_bad_input(sciml):
+    proc = sciml("solve", "resolution=0")
+    assert proc.returncode == 2 and "resolution: must be a positive integer" in proc.stderr
+    proc = sciml("solve", "problem=nope")
+    assert proc.returncode == 2 and proc.stderr.startswith("sciml: config error: problem: unknown option")
+
+
+def test_sweep_runs_each_job_and_writes_a_ranked_summary(sciml):
+    proc = sciml("sweep", *TINY, "model.width=4,16")
+    assert proc.returncode == 0, proc.stderr
+    sweep = only_run_dir(sciml.cwd / "outputs" / "sweep")
+    rows = (sweep / "summary.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("rank,job,overrides,status,metric,value")
+    assert len(rows) == 3
+    values = [float(r.split(",")[5]) for r in rows[1:]]
+    assert values == sorted(values)
+    assert all(",finished," in r for r in rows[1:])
+    assert (sweep / "0" / "checkpoints" / "best.pt").is_file() and (sweep / "1" / "metrics.json").is_file()
+    assert "ranked by validation rel_l2" in proc.stdout
+
+
+def test_sweep_checks_every_job_before_running_any(sciml):
+    proc = sciml("sweep", *TINY, "model.width=4,-1")
+    assert proc.returncode == 2 and "model.width: must be > 0, got -1" in proc.stderr
+    assert not (sciml.cwd / "outputs").exists()
