@@ -9,6 +9,13 @@ from pathlib import Path
 
 import pytest
 
+# Tiny test problems run faster on one thread, and a loaded machine (parallel CI jobs) makes
+# OpenMP's spinning threads slow everything down many times over.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 ROOT = Path(__file__).resolve().parent.parent
 SCIML = [sys.executable, "-m", "sciml_cli"]
 

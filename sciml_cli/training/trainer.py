@@ -91,6 +91,9 @@ class Trainer:
         Intervals in optimiser steps. A run always validates and checkpoints at its end.
     callbacks
         Side work (progress display, TensorBoard), by name so a config can switch one off.
+    threads
+        CPU threads for torch's intra-op parallelism; ``null`` keeps torch's default. Small
+        networks often run faster on one thread than on several.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class Trainer:
         log_every: PositiveInt = 10,
         checkpoint_every: PositiveInt = 500,
         callbacks: dict[str, Callback | None] | None = None,
+        threads: PositiveInt | None = None,
     ) -> None:
         if not phases:
             raise ConfigError("optim.phases", "at least one optimiser phase is needed")
@@ -112,6 +116,8 @@ class Trainer:
         self.seed, self.grad_clip = seed, grad_clip
         self.val_every, self.log_every, self.checkpoint_every = val_every, log_every, checkpoint_every
         self.callbacks = [cb for cb in (callbacks or {}).values() if cb is not None]
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.dtype = DTYPES[dtype]
         # progress, restored from a checkpoint on resume
