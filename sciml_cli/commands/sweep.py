@@ -74,8 +74,11 @@ def print_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
     for col in ("rank", "job", "overrides", "status", f"val {metric}", "loss", "wall s"):
         table.add_column(col, justify="right" if col not in ("overrides", "status") else "left")
     fmt = lambda v: f"{v:.3e}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
+    # the table shows what differs between jobs; summary.csv keeps every override
+    common = set.intersection(*(set(r["overrides"].split()) for r in rows)) if rows else set()
     for rank, r in enumerate(rows, start=1):
-        table.add_row(str(rank), str(r["job"]), r["overrides"], str(r["status"]), fmt(r["value"]),
+        varying = " ".join(o for o in r["overrides"].split() if o not in common)
+        table.add_row(str(rank), str(r["job"]), varying, str(r["status"]), fmt(r["value"]),
                       fmt(r["loss"]), fmt(r["wall_time_s"]))
     Console().print(table)
     print(f"summary: {Path(sweep_dir) / 'summary.csv'}")
