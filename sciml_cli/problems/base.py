@@ -121,7 +121,23 @@ class PhysicsResidual(ABC):
         """Reference solution on a tensor grid: ``(grid, u)`` with ``u`` shaped by the grid."""
 
 
-VIEWS: tuple[type, ...] = (PhysicsResidual,)
+class OperatorData(ABC):
+    """View for operator learning: input fields and the reference solver's output fields.
+
+    Fields are channel-first, ``[N, C, *S]`` for ``d = len(S)`` spatial dimensions, on a uniform
+    grid. The train and test splits are drawn with disjoint seeds; a problem may cache them.
+    """
+
+    @abstractmethod
+    def operator_pairs(
+        self, split: str, n_samples: int, resolution: int | None = None
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """``(a, u, grid)``: inputs ``[N, C_in, *S]``, outputs ``[N, C_out, *S]`` and the
+        coordinates of the spatial axes ``S`` in axis order, at ``resolution`` points per axis
+        (``None``: the problem's default). ``split`` is ``"train"`` or ``"test"``."""
+
+
+VIEWS: tuple[type, ...] = (PhysicsResidual, OperatorData)
 
 
 def view_name(view: type) -> str:
