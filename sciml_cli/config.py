@@ -68,9 +68,8 @@ def check(cfg: DictConfig, root: str = "") -> None:
 
 def instantiate(cfg: DictConfig, **runtime: Any) -> Any:
     """``hydra.utils.instantiate`` after :func:`check`; nested containers become plain ones."""
-    from hydra.utils import instantiate as hydra_instantiate
-
     from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
 
     from .errors import SciMLError
 

@@ -6,7 +6,6 @@ collocation points plus the initial- and boundary-condition residuals.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
