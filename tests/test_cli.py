@@ -76,10 +76,11 @@ def test_shell_completion_completes_groups_through_the_dispatcher(sciml):
         ("resume=auto", "resume", "no run with a checkpoint"),
         ("resume=missing/last.pt", "resume", "no checkpoint at"),
         ("width", "width", "key=value"),
+        ("optim=sgd optim.phases.0.optimizer.momentum=0", "optim.phases.0", "Nesterov momentum requires"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(sciml, override, key, hint):
-    proc = sciml("train", override)
+    proc = sciml("train", *override.split())
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -102,7 +103,7 @@ def test_train_writes_the_run_directory_and_eval_rebuilds_from_it(sciml):
     for path in (".hydra/config.yaml", "checkpoints/last.pt", "checkpoints/best.pt", "plots/prediction.png",
                  "plots/loss.png", "metrics.json", "run.json"):
         assert (run / path).is_file(), path
-    assert list((run / "tb").glob("events.out.tfevents.*"))
+    _check_tensorboard(run / "tb")
     assert "run summary" in proc.stdout and "val/rel_l2" in proc.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["step"] == 40
@@ -121,6 +122,23 @@ def test_train_writes_the_run_directory_and_eval_rebuilds_from_it(sciml):
     proc = sciml("eval", f"run={run}", "checkpoint=last", "resolution=64")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run / "eval.json").read_text())["resolution"] == 64
+
+
+def _check_tensorboard(tb):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars, images, hparams = set(), set(), False
+    for events in tb.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0})
+        acc.Reload()
+        scalars |= set(acc.Tags()["scalars"])
+        images |= set(acc.Tags()["images"])
+        hparams |= "_hparams_/experiment" in acc.summary_metadata
+    expected = {"loss/residual", "loss/initial", "loss/boundary", "loss/total", "lr", "grad_norm",
+                "val/rel_l2", "val/max_abs", "val/rmse"}
+    assert expected <= scalars, scalars
+    assert "val/prediction" in images
+    assert hparams
 
 
 @pytest.mark.parametrize(

@@ -177,3 +177,23 @@ def test_a_short_pinn_run_beats_the_error_bound(tmp_path):
                       "model.depth=3", "model.n_interior=500", "model.n_initial=100", "model.n_boundary=100",
                       "trainer.dtype=float64", "trainer.val_every=1000"], tmp_path)
     assert summary["val/rel_l2"] < 3e-2, summary
+
+
+def test_seed_makes_runs_repeatable(tmp_path):
+    short = TINY[:5] + ["optim.steps=5", "trainer.log_every=1"]
+    a, _ = fit(short, tmp_path / "a")
+    b, _ = fit(short, tmp_path / "b")
+    c, _ = fit([*short, "trainer.seed=1"], tmp_path / "c")
+    a.pop("wall_time_s"), b.pop("wall_time_s"), c.pop("wall_time_s")
+    assert a == b and a != c
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path):
+    cfg, trainer, model, problem = build(TINY[:5] + ["optim=sgd", "optim.lr=1.0", "optim.steps=1",
+                                                     "optim.phases.0.optimizer.momentum=0.0", "optim.phases.0.optimizer.nesterov=false",
+                                                     "trainer.grad_clip=0.001", "trainer.log_every=1"])
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    trainer.fit(model, problem, tmp_path, "x: 1\n")
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert trainer.last_logs["grad_norm"] > 0.001  # the norm before clipping is what gets logged
+    assert torch.linalg.vector_norm(after.double() - before.double()) <= 0.001 * (1 + 1e-5)

@@ -23,6 +23,7 @@ def preflight(overrides: list[str], config_name: str = "train") -> None:
         cfg, choices = compose(config_name, job)
         config.check(cfg)
         check_compatible(cfg)
+        _check_phases(cfg)
         if config_name == "train":  # a sweep's jobs may run elsewhere (a GPU node)
             from ..training.trainer import resolve_device
 
@@ -31,6 +32,24 @@ def preflight(overrides: list[str], config_name: str = "train") -> None:
             if config_name != "train":
                 raise ConfigError("resume", "a sweep cannot resume; resume its runs one by one")
             _check_resume(cfg, choices)
+
+
+def _check_phases(cfg: DictConfig) -> None:
+    """Build each phase's optimiser and scheduler on a dummy parameter, so torch's own argument
+    checks (e.g. Nesterov without momentum) fail now, not after the run directory exists."""
+    import torch
+    from hydra.utils import instantiate
+
+    for i, phase in enumerate(cfg.optim.phases):
+        key = f"optim.phases.{i}"
+        try:
+            optimizer = instantiate(phase.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+            if phase.get("scheduler") is not None:
+                key += ".scheduler"
+                instantiate(phase.scheduler)(optimizer)
+        except Exception as err:
+            cause = err.__cause__ or err
+            raise ConfigError(key, str(cause).strip().splitlines()[0]) from None
 
 
 def _check_resume(cfg: DictConfig, choices: dict[str, str]) -> None:
