@@ -42,14 +42,17 @@ class Solution:
 class Evaluation:
     """A model's prediction against the problem's reference on a grid.
 
-    ``prediction`` and ``reference`` share the shape given by ``grid`` (one axis per
-    coordinate, in the grid's order); ``metrics`` holds plain floats.
+    ``prediction`` and ``reference`` share a shape whose trailing axes follow ``grid`` (one axis
+    per coordinate, in the grid's order); leading axes, if any, are samples and channels.
+    ``metrics`` holds plain floats; ``per_sample`` the relative L2 error of each test sample
+    when there are several.
     """
 
     metrics: dict[str, float]
     prediction: Tensor
     reference: Tensor
     grid: dict[str, Tensor]
+    per_sample: Tensor | None = None
 
 
 class Problem(ABC):
