@@ -59,6 +59,21 @@ def field_figure(grid: dict[str, Tensor], field: Tensor, title: str = ""):
     return fig
 
 
+def histogram_figure(values: Tensor, xlabel: str):
+    v = _np(values).ravel()
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    positive = v[v > 0]
+    if positive.size and positive.max() / positive.min() > 20:  # errors spanning decades
+        bins = np.logspace(np.log10(positive.min()), np.log10(positive.max()), 30)
+        ax.set_xscale("log")
+    else:
+        bins = 30
+    ax.hist(v, bins=bins)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    return fig
+
+
 def loss_figure(history: Sequence[Sequence[float]]):
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     if history:

@@ -59,22 +59,49 @@ def task(cfg: DictConfig) -> dict:
     model.eval()
     with torch.no_grad():
         evaluation = model.evaluate(problem, resolution=cfg.resolution)
+        sweep = {int(r): model.evaluate(problem, resolution=int(r)).metrics for r in (cfg.resolutions or [])}
     result = {
         "run": str(run), "checkpoint": str(path), "step": state["step"],
         "resolution": cfg.resolution, "device": str(device), "metrics": evaluation.metrics,
     }
+    if sweep:
+        result["resolution_sweep"] = sweep
+    name = f"eval_{cfg.checkpoint}"
+    title = f"{cfg.checkpoint}.pt, step {state['step']}"
+    pngs = []
+    if evaluation.per_sample is not None and evaluation.per_sample.numel() > 1:
+        errors = evaluation.per_sample.detach().cpu()
+        result["per_sample_rel_l2"] = errors.tolist()
+        order = torch.argsort(errors)
+        picks = {"best": order[0], "median": order[len(order) // 2], "worst": order[-1]}
+        for label, i in picks.items():
+            fig = plotting.comparison_figure(evaluation.grid, evaluation.prediction[i], evaluation.reference[i],
+                                             title=f"{title}: {label} test sample {int(i)}, rel-L2 {errors[i]:.2e}")
+            pngs.append(plotting.save(fig, run / "plots" / f"{name}_{label}.png"))
+        pngs.append(plotting.save(plotting.histogram_figure(errors, "relative L2 error per test sample"),
+                                  run / "plots" / f"{name}_histogram.png"))
+    else:
+        fig = plotting.comparison_figure(evaluation.grid, evaluation.prediction, evaluation.reference, title=title)
+        pngs.append(plotting.save(fig, run / "plots" / f"{name}.png"))
     rundir.write_json(run / "eval.json", result)
-    fig = plotting.comparison_figure(evaluation.grid, evaluation.prediction, evaluation.reference,
-                                     title=f"{cfg.checkpoint}.pt, step {state['step']}")
-    png = plotting.save(fig, run / "plots" / f"eval_{cfg.checkpoint}.png")
 
+    console = Console()
     table = Table(title=f"sciml eval {run} ({cfg.checkpoint}.pt, step {state['step']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in evaluation.metrics.items():
         table.add_row(k, f"{v:.4e}")
-    Console().print(table)
-    print(f"wrote {run / 'eval.json'} and {png}")
+    console.print(table)
+    if sweep:
+        keys = list(next(iter(sweep.values())))
+        res_table = Table(title="resolution sweep (same checkpoint, evaluated at each resolution)")
+        res_table.add_column("resolution", justify="right")
+        for k in keys:
+            res_table.add_column(k, justify="right")
+        for r, m in sweep.items():
+            res_table.add_row(str(r), *(f"{m[k]:.4e}" for k in keys))
+        console.print(res_table)
+    print(f"wrote {run / 'eval.json'}, " + ", ".join(str(p) for p in pngs))
     return result
 
 
