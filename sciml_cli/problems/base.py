@@ -124,12 +124,21 @@ class PhysicsResidual(ABC):
         """Reference solution on a tensor grid: ``(grid, u)`` with ``u`` shaped by the grid."""
 
 
+#: seeds of the operator-data splits, disjoint so no test input was seen in training
+SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+
+
 class OperatorData(ABC):
     """View for operator learning: input fields and the reference solver's output fields.
 
     Fields are channel-first, ``[N, C, *S]`` for ``d = len(S)`` spatial dimensions, on a uniform
-    grid. The train and test splits are drawn with disjoint seeds; a problem may cache them.
+    grid. The splits are drawn with the disjoint seeds of :data:`SPLIT_SEEDS`; a problem may
+    cache them. Problems offering this view set ``in_channels``, ``out_channels`` and ``n_dims``.
     """
+
+    in_channels: int
+    out_channels: int
+    n_dims: int
 
     @abstractmethod
     def operator_pairs(
@@ -137,7 +146,7 @@ class OperatorData(ABC):
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """``(a, u, grid)``: inputs ``[N, C_in, *S]``, outputs ``[N, C_out, *S]`` and the
         coordinates of the spatial axes ``S`` in axis order, at ``resolution`` points per axis
-        (``None``: the problem's default). ``split`` is ``"train"`` or ``"test"``."""
+        (``None``: the problem's default). ``split`` is ``"train"``, ``"val"`` or ``"test"``."""
 
 
 VIEWS: tuple[type, ...] = (PhysicsResidual, OperatorData)

@@ -28,15 +28,17 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ..constraints import PositiveFloat, PositiveInt
+from ..errors import ConfigError
 from ..numerics.metrics import relative_l2
 from ..numerics.spectral import dealias_mask, grf_1d, rfft_wavenumbers
-from .base import Problem, Solution
+from .base import SPLIT_SEEDS, OperatorData, Problem, Solution
 
 #: Gaussian random field parameters ``(alpha, tau, sigma)`` of the FNO Burgers data: the ones
 #: Li et al. (2021) state in the paper, ``625 (-Laplacian + 25 I)^-2``, and the ones of the data
@@ -128,7 +130,7 @@ def _map_blocks(fn: Callable[[Tensor], Tensor], blocks: Sequence[Tensor]) -> lis
         torch.set_num_threads(threads)
 
 
-class Burgers(Problem):
+class Burgers(Problem, OperatorData):
     """Viscous Burgers' equation, ``u_t + u u_x = nu u_xx``.
 
     Parameters
@@ -172,8 +174,10 @@ class Burgers(Problem):
         grf: Literal["released", "paper"] = "released",
         fine_resolution: PositiveInt = 1024,
         dt: PositiveFloat = 0.005,
+        data_dir: str = "outputs/data",
     ) -> None:
         super().__init__()
+        self.data_dir = data_dir
         if setup not in ("fno", "raissi"):
             raise ValueError(f"setup: must be 'fno' or 'raissi', got {setup!r}")
         if grf not in GRF_PARAMS:
@@ -292,6 +296,37 @@ class Burgers(Problem):
         """fno baseline: ``u0`` decayed by ``exp(-nu k^2 t)`` with the nonlinear term dropped."""
         k = rfft_wavenumbers(u0.shape[-1], device=u0.device, dtype=u0.dtype)
         return torch.fft.irfft(torch.fft.rfft(u0) * torch.exp(-self.nu * k**2 * t), n=u0.shape[-1])
+
+    # -- operator-data view ------------------------------------------------------------------------
+    in_channels = out_channels = n_dims = 1
+
+    def operator_pairs(self, split: str, n_samples: int, resolution: int | None = None):
+        """fno: ``(a, u, grid)`` with ``a = u(., 0)``, ``u = u(., t_end)`` as ``[N, 1, X]``.
+
+        Generated once at ``fine_resolution`` and cached under ``data_dir`` (keyed by every
+        parameter that changes the numbers), then subsampled to ``resolution`` (default: the
+        problem's ``resolution``), so one file serves training and super-resolution tests.
+        """
+        from ..data.cache import load_dataset
+
+        if self.setup != "fno":
+            raise ConfigError("problem.setup", "operator data needs the fno setup", ["fno"])
+        seed = SPLIT_SEEDS[split]
+        generating = {"problem": "burgers", "setup": self.setup, "nu": self.nu, "t_end": self.t_end,
+                      "grf": self.grf, "fine_resolution": self.fine_resolution, "dt": self.dt,
+                      "n_samples": int(n_samples), "seed": seed, "dtype": "float64"}
+        solver = Burgers(setup="fno", nu=self.nu, t_end=self.t_end, grf=self.grf,
+                         fine_resolution=self.fine_resolution, dt=self.dt).to(self.device, torch.float64)
+        data = load_dataset(f"burgers-{split}", generating,
+                            lambda: solver.solve(self.fine_resolution, int(n_samples), seed), Path(self.data_dir))
+        nx = resolution or self.resolution
+        if self.fine_resolution % nx:
+            raise ConfigError("resolution", f"must divide problem.fine_resolution={self.fine_resolution}, got {nx}")
+        stride = self.fine_resolution // nx
+        a = data.fields["a"][:, None, ::stride].to(**self.factory)
+        u = data.fields["u"][:, None, ::stride].to(**self.factory)
+        self.baseline_heat_rel_l2 = float(data.attrs["baseline_heat_rel_l2"])
+        return a, u, {"x": torch.arange(nx, **self.factory) / nx}
 
     # -- reference solver --------------------------------------------------------------------------
     def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:

@@ -94,6 +94,10 @@ class Trainer:
     threads
         CPU threads for torch's intra-op parallelism; ``null`` keeps torch's default. Small
         networks often run faster on one thread than on several.
+    amp
+        Run the loss under bfloat16 autocast (mixed precision) where the device supports it.
+    compile
+        ``torch.compile`` the model's forward pass (off by default: compiling costs start-up time).
     """
 
     def __init__(
@@ -108,6 +112,8 @@ class Trainer:
         checkpoint_every: PositiveInt = 500,
         callbacks: dict[str, Callback | None] | None = None,
         threads: PositiveInt | None = None,
+        amp: bool = False,
+        compile: bool = False,
     ) -> None:
         if not phases:
             raise ConfigError("optim.phases", "at least one optimiser phase is needed")
@@ -120,6 +126,8 @@ class Trainer:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.dtype = DTYPES[dtype]
+        self.amp = amp and self._bf16_supported()
+        self.compile = compile
         # progress, restored from a checkpoint on resume
         self.step = 0
         self.phase_index = 0
@@ -130,6 +138,11 @@ class Trainer:
         self.last_logs: dict[str, float] = {}
         self.last_eval: Evaluation | None = None
         self._stop_signal: int | None = None
+
+    def _bf16_supported(self) -> bool:
+        if self.device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return self.device.type in ("cpu", "mps")
 
     @property
     def total_steps(self) -> int:
@@ -152,6 +165,8 @@ class Trainer:
     ) -> dict[str, Any]:
         """Train, validate and checkpoint; returns the final metrics."""
         self.model, self.problem = model.to(self.device, self.dtype), problem.to(self.device, self.dtype)
+        if self.compile:
+            model.compile()  # compiles __call__ in place: state_dict keys stay the same
         self.run_dir, self.config_yaml = Path(run_dir), config_yaml
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.val_metric = problem.val_metric
@@ -207,7 +222,8 @@ class Trainer:
 
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
-            terms = model.loss(problem, batch)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                terms = model.loss(problem, batch)
             total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
             # sync point: a non-finite loss must stop the run before it reaches a checkpoint
             if not torch.isfinite(total).item():
