@@ -17,6 +17,15 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
+def _leading_stripped(field: np.ndarray, n_coords: int) -> np.ndarray:
+    """Drop leading sample/channel axes so that ``n_coords`` grid axes remain; with one
+    coordinate a trailing axis may hold components (``[T, 2]``) and is kept."""
+    keep = n_coords + (1 if n_coords == 1 and field.ndim > 1 and field.shape[-1] <= 4 and field.ndim > n_coords else 0)
+    while field.ndim > max(keep, n_coords):
+        field = field[0]
+    return field
+
+
 def _panel(ax, grid: dict[str, Tensor], field: np.ndarray, title: str, cmap: str = "RdBu_r"):
     names = list(grid)
     if field.ndim == 1 or len(names) == 1:
@@ -38,9 +47,7 @@ def _panel(ax, grid: dict[str, Tensor], field: np.ndarray, title: str, cmap: str
 
 def comparison_figure(grid: dict[str, Tensor], prediction: Tensor, reference: Tensor, title: str = ""):
     """Reference, prediction and absolute error side by side."""
-    pred, ref = _np(prediction), _np(reference)
-    while pred.ndim > 2:  # extra leading axes (samples, channels): show the first
-        pred, ref = pred[0], ref[0]
+    pred, ref = _leading_stripped(_np(prediction), len(grid)), _leading_stripped(_np(reference), len(grid))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
     _panel(axes[0], grid, ref, "reference")
     _panel(axes[1], grid, pred, "prediction")
@@ -51,9 +58,7 @@ def comparison_figure(grid: dict[str, Tensor], prediction: Tensor, reference: Te
 
 
 def field_figure(grid: dict[str, Tensor], field: Tensor, title: str = ""):
-    f = _np(field)
-    while f.ndim > 2:
-        f = f[0]
+    f = _leading_stripped(_np(field), len(grid))
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     _panel(ax, grid, f, title)
     return fig

@@ -66,6 +66,9 @@ def task(cfg: DictConfig) -> dict:
     }
     if sweep:
         result["resolution_sweep"] = sweep
+    baselines = problem.baselines()
+    if baselines:
+        result["baselines"] = baselines
     name = f"eval_{cfg.checkpoint}"
     title = f"{cfg.checkpoint}.pt, step {state['step']}"
     pngs = []
@@ -77,7 +80,7 @@ def task(cfg: DictConfig) -> dict:
         for label, i in picks.items():
             fig = plotting.comparison_figure(evaluation.grid, evaluation.prediction[i], evaluation.reference[i],
                                              title=f"{title}: {label} test sample {int(i)}, rel-L2 {errors[i]:.2e}")
-            pngs.append(plotting.save(fig, run / "plots" / f"{name}_{label}.png"))
+            pngs.append(plotting.save(fig, run / "plots" / f"{name}_{label}_sample.png"))
         pngs.append(plotting.save(plotting.histogram_figure(errors, "relative L2 error per test sample"),
                                   run / "plots" / f"{name}_histogram.png"))
     else:
@@ -91,6 +94,8 @@ def task(cfg: DictConfig) -> dict:
     table.add_column("value", justify="right")
     for k, v in evaluation.metrics.items():
         table.add_row(k, f"{v:.4e}")
+    for k, v in baselines.items():
+        table.add_row(f"baseline: {k}", f"{v:.4e}")
     console.print(table)
     if sweep:
         keys = list(next(iter(sweep.values())))

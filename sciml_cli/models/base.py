@@ -34,8 +34,10 @@ class Model(nn.Module):
         """Named, unweighted scalar loss terms."""
 
     @abstractmethod
-    def evaluate(self, problem: Problem, resolution: int | None = None) -> Evaluation:
-        """Prediction against the problem's reference, with metrics."""
+    def evaluate(self, problem: Problem, resolution: int | None = None, split: str = "test") -> Evaluation:
+        """Prediction against the problem's reference, with metrics. The trainer validates on
+        ``split="val"``; ``sciml eval`` scores ``"test"``. Models whose reference is exact
+        (e.g. a PINN against a closed-form solution) may ignore ``split``."""
 
     def extra_state(self) -> dict[str, Any]:
         """Plain values evaluation needs besides the weights (e.g. normalisation statistics)."""

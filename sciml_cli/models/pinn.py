@@ -122,7 +122,7 @@ class PINN(Model):
         }
 
     @torch.no_grad()
-    def evaluate(self, problem: PhysicsResidual, resolution: int | None = None) -> Evaluation:
+    def evaluate(self, problem: PhysicsResidual, resolution: int | None = None, split: str = "test") -> Evaluation:
         grid, reference = problem.reference(resolution)
         axes = [grid[c] for c in problem.coords]
         points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(axes))

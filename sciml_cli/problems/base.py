@@ -85,6 +85,11 @@ class Problem(ABC):
     def metrics(self, prediction: Tensor, reference: Tensor) -> dict[str, float]:
         return error_metrics(prediction, reference)
 
+    def baselines(self) -> dict[str, float]:
+        """Errors of cheap classical predictions on the data last used (e.g. the linear heat
+        equation for Burgers): a learned model is only interesting below them."""
+        return {}
+
 
 class PhysicsResidual(ABC):
     """View for physics-informed models: sampling, PDE residual, initial and boundary residuals.

@@ -328,6 +328,10 @@ class Burgers(Problem, OperatorData):
         self.baseline_heat_rel_l2 = float(data.attrs["baseline_heat_rel_l2"])
         return a, u, {"x": torch.arange(nx, **self.factory) / nx}
 
+    def baselines(self) -> dict[str, float]:
+        value = getattr(self, "baseline_heat_rel_l2", None)
+        return {} if value is None else {"heat_equation_rel_l2": value}
+
     # -- reference solver --------------------------------------------------------------------------
     def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
         """fno: ``{"a": [N, X], "u": [N, X]}`` on ``{"x": [X]}`` (``a = u(., 0)``,

@@ -265,7 +265,7 @@ class Trainer:
 
     def _validate(self) -> None:
         self.model.eval()
-        evaluation = self.model.evaluate(self.problem)
+        evaluation = self.model.evaluate(self.problem, split="val")
         self.model.train()
         self.last_eval, self._validated_at = evaluation, self.step
         value = evaluation.metrics[self.val_metric]

@@ -1,0 +1,397 @@
+"""Fourier neural operator (Li, Kovachki, Azizzadenesheli, Liu, Bhattacharya, Stuart & Anandkumar
+2021, "Fourier Neural Operator for Parametric Partial Differential Equations").
+
+The network maps an input field ``a`` to an output field ``u`` on a uniform grid::
+
+    v_0 = P(a, x)                                    lifting, pointwise
+    v_{l+1} = sigma(W_l v_l + F^{-1}(R_l . F v_l))   Fourier layers (no sigma after the last)
+    u = Q(v_L)                                       projection, pointwise
+
+``F`` is the real FFT over the spatial axes and ``R_l`` multiplies the lowest ``modes``
+frequencies per axis by learned complex weights and drops the rest. Every weight acts either
+pointwise or on Fourier coefficients, never on grid indices, so one set of weights applies at
+any resolution (zero-shot super-resolution, Li et al. 2021, section 5.4).
+
+Needs the operator-data view. Besides ``operator_pairs`` the problem must declare the attributes
+``in_channels`` (``C_in``), ``out_channels`` (``C_out``) and ``n_dims`` (``d``), so the layers can
+be built without generating data.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..constraints import NonNegativeInt, PositiveInt
+from ..numerics.metrics import relative_l2
+from ..problems.base import Evaluation, OperatorData
+from .base import Model
+
+Activation = Literal["gelu", "relu", "tanh", "silu"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+#: hidden units of the projection Q, as in the reference implementation of Li et al. (2021)
+PROJECTION_WIDTH = 128
+
+
+def _pointwise(linear: nn.Linear, v: Tensor) -> Tensor:
+    """Apply ``linear`` to the channel axis 1 of ``v`` ``[B, C, *S]``: a 1x1 convolution."""
+    return linear(v.movedim(1, -1)).movedim(-1, 1)
+
+
+class SpectralConv(nn.Module):
+    """The Fourier integral operator ``v -> F^{-1}(R . F v)`` on the last ``n_dims`` axes.
+
+    Parameters
+    ----------
+    in_channels, out_channels
+        Channels of the input ``[B, in_channels, *S]`` and the output ``[B, out_channels, *S]``.
+    modes
+        Fourier modes kept per axis. Along the last axis (the real FFT's half spectrum) these are
+        the frequencies ``0 .. modes-1``; along each other axis both the non-negative block
+        ``0 .. modes-1`` and the negative block ``-modes .. -1``, as in Li et al. (2021), so in
+        2D there are two weight blocks.
+    n_dims
+        Number of spatial axes ``d`` (1 or 2; the code is written for any ``d``).
+
+    Notes
+    -----
+    A grid of ``n`` points resolves frequencies up to ``n // 2`` (Nyquist); the real FFT of the
+    last axis has ``n // 2 + 1`` coefficients, so ``modes <= n // 2 + 1`` there, and the two
+    blocks of a full-FFT axis do not overlap only if ``2 * modes <= n``. A resolution that is too
+    small raises ``ValueError`` naming ``model.modes``. For the output to be the same function
+    at every resolution, the kept modes must also stay strictly below Nyquist on the coarsest
+    grid used (``modes <= n // 2``): the Nyquist coefficient is real on one grid and an ordinary
+    complex coefficient on a finer one. Under these conditions the layer is exact on
+    band-limited input whose frequencies are all resolved: ``rfftn`` returns ``n`` times the
+    Fourier coefficients and ``irfftn`` divides by ``n``, so sampling commutes with the layer.
+
+    The weights are stored as real tensors with a trailing axis of 2 (real, imaginary) and viewed
+    as complex in :meth:`forward`: ``nn.Module.to(float64)`` would otherwise cast a complex
+    parameter to a real one and drop its imaginary part.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, modes: int, n_dims: int) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.modes, self.n_dims = in_channels, out_channels, modes, n_dims
+        signs = [(slice(0, modes), slice(-modes, None))] * (n_dims - 1) + [(slice(0, modes),)]
+        #: one tuple of slices per weight block, indexing the trailing ``d`` spectral axes
+        self.blocks = list(itertools.product(*signs))
+        # Li et al. (2021): uniform on [0, 1) in real and imaginary parts, scaled by 1/(in*out)
+        scale = 1.0 / (in_channels * out_channels)
+        shape = (len(self.blocks), in_channels, out_channels, *([modes] * n_dims), 2)
+        self.weight = nn.Parameter(scale * torch.rand(shape))
+
+    def check_resolution(self, shape: Sequence[int]) -> None:
+        """Raise ``ValueError`` if the spatial ``shape`` cannot hold :attr:`modes` modes."""
+        *full, last = shape
+        m = self.modes
+        if last // 2 + 1 < m or any(2 * m > n for n in full):
+            need = f"{2 * m} points" if full else f"{2 * m - 2} points"
+            raise ValueError(
+                f"model.modes: {m} Fourier modes need at least {need} per axis "
+                f"(Nyquist), but the grid (with padding) has {tuple(shape)}; lower model.modes or "
+                "raise the resolution")
+
+    def forward(self, v: Tensor) -> Tensor:
+        """``[B, in_channels, *S]`` -> ``[B, out_channels, *S]`` with ``len(S) == n_dims``."""
+        shape = v.shape[-self.n_dims:]
+        self.check_resolution(shape)
+        axes = tuple(range(-self.n_dims, 0))
+        # under mixed precision the spectral path stays in the weights' precision: there is no
+        # bfloat16 FFT, and half-precision cuFFT takes power-of-two sizes only
+        with torch.autocast(v.device.type, enabled=False):
+            v_hat = torch.fft.rfftn(v.to(self.weight.dtype), dim=axes)  # [B, in, *S[:-1], S[-1] // 2 + 1]
+            weight = torch.view_as_complex(self.weight)
+            out = v_hat.new_zeros(v.shape[0], self.out_channels, *v_hat.shape[2:])
+            for b, block in enumerate(self.blocks):
+                index = (slice(None), slice(None), *block)
+                out[index] = torch.einsum("bi...,io...->bo...", v_hat[index], weight[b])
+            return torch.fft.irfftn(out, s=shape, dim=axes)
+
+
+class FourierLayer(nn.Module):
+    """``v -> W v + F^{-1}(R . F v)``: a spectral convolution plus a pointwise linear path.
+
+    The activation is applied by the caller, so a layer on its own is linear and, for
+    band-limited input and ``modes`` below Nyquist, commutes with sampling exactly.
+
+    Parameters
+    ----------
+    width
+        Channels ``C`` in and out; input and output are ``[B, C, *S]``.
+    modes, n_dims
+        See :class:`SpectralConv`.
+    """
+
+    def __init__(self, width: int, modes: int, n_dims: int) -> None:
+        super().__init__()
+        self.spectral = SpectralConv(width, width, modes, n_dims)
+        self.linear = nn.Linear(width, width)  # the 1x1 convolution W of Li et al. (2021)
+
+    def forward(self, v: Tensor) -> Tensor:
+        return self.spectral(v) + _pointwise(self.linear, v)
+
+
+def _operator_shape(problem: OperatorData) -> tuple[int, int, int]:
+    missing = [k for k in ("in_channels", "out_channels", "n_dims") if getattr(problem, k, None) is None]
+    if missing:
+        raise ValueError(
+            f"problem: {type(problem).__name__} does not declare {', '.join(missing)}, which the "
+            "operator-data view requires for building a model without generating data")
+    c_in, c_out, d = int(problem.in_channels), int(problem.out_channels), int(problem.n_dims)
+    if d not in (1, 2):
+        raise ValueError(f"problem: FNO supports 1 or 2 spatial dimensions, {type(problem).__name__} has {d}")
+    return c_in, c_out, d
+
+
+class FNO(Model):
+    """Fourier neural operator trained on pairs ``(a, u)`` with the relative L2 loss.
+
+    Parameters
+    ----------
+    problem
+        An operator-data problem; supplies ``in_channels``, ``out_channels`` and ``n_dims``.
+        No data is generated when the model is built.
+    modes
+        Fourier modes kept per axis in every layer (Li et al. 2021 use 16 in 1D, 12 in 2D). Must
+        stay below the Nyquist limit of the grid, see :class:`SpectralConv`.
+    width
+        Channels of the hidden fields ``v_l`` (Li et al. 2021: 64 in 1D, 32 in 2D).
+    n_layers
+        Fourier layers; the activation follows every one but the last (Li et al. 2021: 4).
+    activation
+        Nonlinearity of the Fourier layers and the projection (GELU in Li et al. 2021). It is
+        what breaks exact resolution invariance: it creates frequencies beyond any band, which
+        the next FFT aliases; smooth activations keep that error small, ReLU less so.
+    padding
+        Zero points appended at the end of every spatial axis after the lifting and cropped
+        before the projection, so a non-periodic problem is not treated as periodic (Li et al.
+        2021 pad Darcy flow by 9 points). A fixed number of points is a shorter physical length
+        on a finer grid, so padding weakens resolution invariance; 0 for periodic problems.
+    grid_channels
+        Append the coordinates of the grid points (mapped to ``[0, 1]`` by the train grid's
+        extent) to the input channels, as Li et al. (2021) do. On a periodic domain the
+        coordinate jumps at the boundary, so it is not band-limited.
+    n_train, n_test
+        Pairs in the train and test splits (Li et al. 2021: 1000 and 200 for Burgers).
+    batch_size
+        Pairs per optimiser step (Li et al. 2021: 20); an epoch is ``n_train // batch_size``
+        steps, and evaluation runs in chunks of this size.
+    resolution
+        Grid points per axis of the training data and the default evaluation grid; ``null``
+        uses the problem's default.
+    loss_weights
+        Weight of the ``data`` term.
+
+    Notes
+    -----
+    Inputs and outputs are normalised by per-channel mean and standard deviation over the train
+    split (all samples and grid points). Scalars per channel do not depend on the grid, so the
+    same statistics serve evaluation at another resolution; the pointwise normaliser of Li et
+    al.'s code would not. They are buffers, so they travel in the checkpoint's ``state_dict``.
+
+    Shapes: :meth:`forward` maps ``a`` ``[B, C_in, *S]`` to ``u`` ``[B, C_out, *S]`` with
+    ``len(S) == n_dims``, in the problem's units.
+    """
+
+    view = OperatorData
+
+    def __init__(
+        self,
+        problem: OperatorData,
+        modes: PositiveInt = 16,
+        width: PositiveInt = 64,
+        n_layers: PositiveInt = 4,
+        activation: Activation = "gelu",
+        padding: NonNegativeInt = 0,
+        grid_channels: bool = True,
+        n_train: PositiveInt = 1000,
+        n_test: PositiveInt = 200,
+        batch_size: PositiveInt = 20,
+        resolution: PositiveInt | None = None,
+        loss_weights: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__(loss_weights or {"data": 1.0})
+        if batch_size > n_train:
+            raise ValueError(f"model.batch_size: {batch_size} is larger than model.n_train = {n_train}")
+        c_in, c_out, d = _operator_shape(problem)
+        self.in_channels, self.out_channels, self.n_dims = c_in, c_out, d
+        self.modes, self.width, self.padding, self.grid_channels = modes, width, padding, grid_channels
+        self.n_train, self.n_test, self.batch_size, self.resolution = n_train, n_test, batch_size, resolution
+
+        self.lift = nn.Linear(c_in + (d if grid_channels else 0), width)
+        self.layers = nn.ModuleList(FourierLayer(width, modes, d) for _ in range(n_layers))
+        self.act = ACTIVATIONS[activation]()
+        self.project = nn.Sequential(
+            nn.Linear(width, PROJECTION_WIDTH), ACTIVATIONS[activation](), nn.Linear(PROJECTION_WIDTH, c_out))
+
+        # identity until fitted on the train split; buffers so a checkpoint carries them
+        self.register_buffer("a_mean", torch.zeros(c_in))
+        self.register_buffer("a_std", torch.ones(c_in))
+        self.register_buffer("u_mean", torch.zeros(c_out))
+        self.register_buffer("u_std", torch.ones(c_out))
+        self.register_buffer("grid_low", torch.zeros(d))
+        self.register_buffer("grid_high", torch.ones(d))
+        self.register_buffer("normaliser_fitted", torch.zeros((), dtype=torch.bool))
+
+        # (key, (a, u, grid)) per split; plain attributes, so not in the state_dict
+        self._data_cache: dict[str, tuple[tuple, tuple[Tensor, Tensor, dict[str, Tensor]]]] = {}
+        self._permutation: tuple[tuple[int, int], Tensor] | None = None
+        #: per-sample relative L2 errors ``[n_test]`` of the last :meth:`evaluate` (CPU, float64)
+        self.last_errors: Tensor | None = None
+
+    # -- the network ---------------------------------------------------------------------------
+    def _coordinates(self, grid: Mapping[str, Tensor] | Sequence[Tensor] | None, shape: Sequence[int],
+                     like: Tensor) -> Tensor:
+        """Grid coordinate channels ``[1, d, *S]``."""
+        if grid is None:
+            # no physical grid: the unit periodic cell x_j = j / n on every axis
+            axes = [torch.arange(n, device=like.device, dtype=like.dtype) / n for n in shape]
+        else:
+            values = list(grid.values()) if isinstance(grid, Mapping) else list(grid)
+            if [len(g) for g in values] != list(shape):
+                raise ValueError(f"grid: axes of lengths {[len(g) for g in values]} do not match the field {tuple(shape)}")
+            span = torch.where(self.grid_high > self.grid_low, self.grid_high - self.grid_low, 1.0)
+            axes = [(g.to(like) - self.grid_low[i]) / span[i] for i, g in enumerate(values)]
+        mesh = torch.meshgrid(*axes, indexing="ij")
+        return torch.stack(mesh).unsqueeze(0)
+
+    def forward(self, a: Tensor, grid: Mapping[str, Tensor] | Sequence[Tensor] | None = None) -> Tensor:
+        """Predict the output field.
+
+        Parameters
+        ----------
+        a
+            Input fields ``[B, C_in, *S]`` in the problem's units.
+        grid
+            Coordinates of the ``d`` spatial axes (lengths ``S``), as ``operator_pairs`` returns
+            them; used only with ``grid_channels``. ``None``: ``x_j = j / n`` per axis.
+
+        Returns
+        -------
+        Tensor
+            ``[B, C_out, *S]`` in the problem's units.
+        """
+        d = self.n_dims
+        if a.ndim != 2 + d or a.shape[1] != self.in_channels:
+            raise ValueError(f"a: expected [B, {self.in_channels}, *S] with {d} spatial axes, got {tuple(a.shape)}")
+        shape = a.shape[2:]
+        per_channel = (1, -1) + (1,) * d
+        v = (a - self.a_mean.view(per_channel)) / self.a_std.view(per_channel)
+        if self.grid_channels:
+            coords = self._coordinates(grid, shape, v)
+            v = torch.cat([v, coords.expand(a.shape[0], *coords.shape[1:])], dim=1)
+        v = _pointwise(self.lift, v)  # [B, width, *S]
+        if self.padding:
+            v = F.pad(v, [0, self.padding] * d)
+        for i, layer in enumerate(self.layers):
+            v = layer(v)
+            if i < len(self.layers) - 1:
+                v = self.act(v)
+        if self.padding:
+            v = v[(..., *(slice(0, n) for n in shape))]
+        u = _pointwise(self.project, v)  # [B, C_out, *S], normalised
+        return u * self.u_std.view(per_channel) + self.u_mean.view(per_channel)
+
+    # -- data ----------------------------------------------------------------------------------
+    def _data(self, problem: OperatorData, split: str, resolution: int | None = None
+              ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """``(a, u, grid)`` of a split on the problem's device and dtype, cached per split."""
+        n = self.n_train if split == "train" else self.n_test
+        resolution = resolution if resolution is not None else self.resolution
+        key = (n, resolution, str(problem.device), problem.dtype)
+        cached = self._data_cache.get(split)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        self._data_cache.pop(split, None)  # free the old arrays before making new ones
+        a, u, grid = problem.operator_pairs(split, n, resolution)
+        expect = [(a, self.in_channels, "a"), (u, self.out_channels, "u")]
+        for field, channels, name in expect:
+            if field.ndim != 2 + self.n_dims or field.shape[0] != n or field.shape[1] != channels:
+                raise ValueError(
+                    f"problem: operator_pairs returned {name} of shape {tuple(field.shape)}, expected "
+                    f"[{n}, {channels}, *S] with {self.n_dims} spatial axes")
+        factory = {"device": problem.device, "dtype": problem.dtype}
+        data = a.to(**factory), u.to(**factory), {k: g.to(**factory) for k, g in grid.items()}
+        self._data_cache[split] = (key, data)
+        return data
+
+    @torch.no_grad()
+    def fit_normaliser(self, problem: OperatorData) -> None:
+        """Set the normalisation buffers from the train split, unless a checkpoint already did."""
+        if bool(self.normaliser_fitted):
+            return
+        a, u, grid = self._data(problem, "train")
+        dims = [0, *range(2, 2 + self.n_dims)]
+        for field, mean, std in ((a, self.a_mean, self.a_std), (u, self.u_mean, self.u_std)):
+            x = field.double()
+            m, s = x.mean(dims), x.std(dims, correction=0)
+            # a constant channel carries no information to scale; leave it unscaled
+            s = torch.where(s > 1e-12 * torch.clamp(m.abs(), min=1.0), s, torch.ones_like(s))
+            mean.copy_(m)
+            std.copy_(s)
+        for i, g in enumerate(grid.values()):
+            self.grid_low[i], self.grid_high[i] = g.min(), g.max()
+        self.normaliser_fitted.fill_(True)
+
+    def batch(self, problem: OperatorData, step: int, seed: int) -> dict[str, Tensor]:
+        """Pairs ``step`` draws: ``{"a": [batch_size, C_in, *S], "u": [batch_size, C_out, *S],
+        "grid/<name>": [S_i]}``.
+
+        Epoch ``e = step // (n_train // batch_size)`` visits the train split in the order of a
+        permutation drawn from a generator seeded by ``(seed, e)``, so a batch depends on
+        ``(step, seed)`` only and a resumed run sees the same batches. The
+        ``n_train % batch_size`` pairs left over by an epoch's permutation are skipped that epoch.
+        """
+        self.fit_normaliser(problem)
+        a, u, grid = self._data(problem, "train")
+        per_epoch = self.n_train // self.batch_size
+        epoch, k = divmod(step, per_epoch)
+        if self._permutation is None or self._permutation[0] != (seed, epoch):
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            self._permutation = (seed, epoch), torch.randperm(self.n_train, generator=generator)
+        index = self._permutation[1][k * self.batch_size:(k + 1) * self.batch_size].to(a.device)
+        return {"a": a[index], "u": u[index], **{f"grid/{name}": g for name, g in grid.items()}}
+
+    def loss(self, problem: OperatorData, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``data``: mean over the batch of the per-sample relative L2 error in the problem's
+        units (Li et al. 2021)."""
+        grid = {k[len("grid/"):]: v for k, v in batch.items() if k.startswith("grid/")}
+        prediction = self(batch["a"], grid or None)
+        return {"data": relative_l2(prediction.flatten(1), batch["u"].flatten(1)).mean()}
+
+    @torch.no_grad()
+    def evaluate(self, problem: OperatorData, resolution: int | None = None, split: str = "test") -> Evaluation:
+        """Predict ``split`` (``val`` while training, ``test`` in ``sciml eval``) at
+        ``resolution`` (default: the model's, else the problem's).
+
+        Metrics: ``rel_l2`` (mean per-sample relative L2, the validation metric),
+        ``rel_l2_median``, ``rel_l2_max``, ``max_abs`` and ``rmse`` over all entries. The
+        per-sample errors ``[n_test]`` are ``per_sample`` of the result and, on the CPU,
+        :attr:`last_errors`. ``prediction`` and ``reference`` are ``[n_test, C_out, *S]``.
+        """
+        self.fit_normaliser(problem)
+        a, u, grid = self._data(problem, split, resolution)
+        prediction = torch.cat([self(a[i:i + self.batch_size], grid) for i in range(0, len(a), self.batch_size)])
+        errors = relative_l2(prediction.flatten(1).double(), u.flatten(1).double())
+        diff = (prediction - u).double()
+        metrics = {
+            "rel_l2": errors.mean().item(),
+            "rel_l2_median": errors.quantile(0.5).item(),
+            "rel_l2_max": errors.max().item(),
+            "max_abs": diff.abs().max().item(),
+            "rmse": diff.pow(2).mean().sqrt().item(),
+        }
+        self.last_errors = errors.cpu()
+        return Evaluation(metrics, prediction, u, grid, per_sample=errors)
+
+    def extra_state(self) -> dict[str, Any]:
+        # the normalisation statistics are buffers and already in the state_dict
+        return {}
