@@ -31,6 +31,27 @@ def preflight(overrides: list[str]) -> None:
     _checkpoint_path(cfg)
 
 
+def restore(path: Path, device_name: str):
+    """``(state, problem, model, device)`` rebuilt from a checkpoint alone, model in eval mode."""
+    from ..errors import CheckpointError
+    from ..training import checkpoint
+    from ..training.trainer import DTYPES, resolve_device
+
+    state = checkpoint.load(path)
+    saved = OmegaConf.create(state["config"])
+    config.check(saved)  # refuses any class outside sciml_cli and torch before building one
+    device = resolve_device(device_name)
+    dtype = DTYPES[saved.trainer.get("dtype", "float32")]
+    problem = config.instantiate(saved.problem).to(device, dtype)
+    model = config.instantiate(saved.model, problem=problem).to(device, dtype)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the model in its config: {str(err).splitlines()[0]}") from None
+    model.eval()
+    return state, problem, model, device
+
+
 @reporting
 def task(cfg: DictConfig) -> dict:
     import torch
@@ -38,25 +59,10 @@ def task(cfg: DictConfig) -> dict:
     from rich.table import Table
 
     from .. import plotting
-    from ..training import checkpoint
-    from ..training.trainer import DTYPES, resolve_device
 
     path = _checkpoint_path(cfg)
     run = path.parent.parent
-    state = checkpoint.load(path)
-    saved = OmegaConf.create(state["config"])
-    config.check(saved)  # refuses any class outside sciml_cli and torch before building one
-    device = resolve_device(cfg.device)
-    dtype = DTYPES[saved.trainer.get("dtype", "float32")]
-    problem = config.instantiate(saved.problem).to(device, dtype)
-    model = config.instantiate(saved.model, problem=problem).to(device, dtype)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        from ..errors import CheckpointError
-
-        raise CheckpointError(f"{path}: weights do not fit the model in its config: {str(err).splitlines()[0]}") from None
-    model.eval()
+    state, problem, model, device = restore(path, cfg.device)
     with torch.no_grad():
         evaluation = model.evaluate(problem, resolution=cfg.resolution)
         sweep = {int(r): model.evaluate(problem, resolution=int(r)).metrics for r in (cfg.resolutions or [])}

@@ -24,6 +24,84 @@ def preflight(overrides: list[str]) -> None:
                 raise ConfigError(key, f"must be a positive integer, got {v!r}")
 
 
+FRESH_SEED_OFFSET = 1000  # far from the train/val/test split seeds
+
+
+def _timed(fn, device, repeats: int):
+    """Best wall time of ``repeats`` calls after one warm-up, and the last result."""
+    import time
+
+    import torch
+
+    out = fn()  # warm-up: allocator, caches, lazy initialisation
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def compare_surrogate(cfg: DictConfig) -> dict:
+    """Run a trained operator and the reference solver on the same fresh instances."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..errors import ConfigError
+    from ..numerics.metrics import relative_l2
+    from ..problems.base import OperatorData
+    from .eval import restore
+
+    run = Path(str(cfg.ckpt))
+    path = run / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise ConfigError("ckpt", f"no checkpoints/best.pt in {run}")
+    state, problem, model, device = restore(path, cfg.device)
+    if not isinstance(problem, OperatorData):
+        raise ConfigError("ckpt", f"{type(problem).__name__} offers no operator data; a surrogate comparison needs an operator model")
+    seed = FRESH_SEED_OFFSET + int(cfg.seed)
+    from ..training.trainer import DTYPES
+
+    model_dtype = next(model.parameters()).dtype
+    problem.to(device, DTYPES[cfg.dtype])  # the reference runs in solve's dtype (float64 by default)
+    resolution = cfg.resolution or getattr(model, "resolution", None) or problem.resolution
+    t_ref, solution = _timed(lambda: problem.solve(resolution=resolution, n_samples=cfg.n_samples, seed=seed),
+                             device, cfg.repeats)
+    if not {"a", "u"} <= set(solution.fields):
+        raise ConfigError("ckpt", "the problem's solver gives no (a, u) pairs")
+    a = solution.fields["a"].unsqueeze(1) if solution.fields["a"].ndim == 1 + problem.n_dims else solution.fields["a"]
+    u = solution.fields["u"].unsqueeze(1) if solution.fields["u"].ndim == 1 + problem.n_dims else solution.fields["u"]
+    a, u = a.to(model_dtype), u.to(model_dtype)
+    grid = {k: g.to(model_dtype) for k, g in solution.grid.items()}
+    batch = getattr(model, "batch_size", len(a))
+
+    def surrogate():
+        with torch.no_grad():
+            return torch.cat([model(a[i:i + batch], grid) for i in range(0, len(a), batch)])
+
+    t_model, pred = _timed(surrogate, device, cfg.repeats)
+    errors = relative_l2(pred.flatten(1).double(), u.flatten(1).double())
+    result = {
+        "run": str(run), "device": str(device), "n_samples": int(cfg.n_samples), "seed": seed,
+        "resolution": int(resolution), "reference_s": t_ref, "surrogate_s": t_model,
+        "speedup": t_ref / t_model, "rel_l2_mean": errors.mean().item(),
+        "rel_l2_max": errors.max().item(),
+        **{k: v for k, v in solution.attrs.items() if k.startswith("baseline_")},
+    }
+    table = Table(title=f"surrogate {run.name} vs reference solver ({cfg.n_samples} fresh instances, {device})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for k, v in result.items():
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    Console().print(table)
+    return result
+
+
 @reporting
 def task(cfg: DictConfig) -> None:
     import torch
@@ -37,6 +115,9 @@ def task(cfg: DictConfig) -> None:
 
     out = Path(HydraConfig.get().runtime.output_dir)
     name = HydraConfig.get().runtime.choices["problem"]
+    if cfg.ckpt is not None:
+        rundir.write_json(out / "surrogate.json", compare_surrogate(cfg))
+        return
     device = resolve_device(cfg.device)
     problem = config.instantiate(cfg.problem).to(device, DTYPES[cfg.dtype])
     try:
