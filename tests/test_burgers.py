@@ -257,6 +257,7 @@ def test_grf_choice_sets_the_amplitude():
 
 def test_config_builds_the_problem():
     cfg = OmegaConf.load(config.config_dir() / "problem" / "burgers.yaml")
+    cfg.data_dir = "outputs/data"  # in a composed config this is ${paths.data}
     p = config.instantiate(cfg)
     assert isinstance(p, Burgers) and p.setup == "fno" and p.nu == 0.1 and p.resolution == 1024
     r = config.instantiate(OmegaConf.merge(cfg, {"setup": "raissi"}))

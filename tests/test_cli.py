@@ -61,7 +61,7 @@ def test_shell_completion_completes_groups_through_the_dispatcher(sciml):
 @pytest.mark.parametrize(
     "override, key, hint",
     [
-        ("model=nope", "model", "valid: pinn"),
+        ("model=nope", "model", "valid: fno, pinn"),
         ("optim=nope", "optim", "adam, adam_lbfgs, lbfgs, sgd"),
         ("optim.lr=-0.1", "optim.lr", "> 0"),
         ("optim.lr=fast", "optim.lr", "> 0"),

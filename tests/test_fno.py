@@ -377,7 +377,7 @@ def test_training_learns_periodic_diffusion_and_evaluates_at_a_finer_grid(tmp_pa
     state = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
     rebuilt = make(Diffusion(decay=0.2, resolution=64), width=32, n_layers=4, n_train=200, n_test=50)
     rebuilt.load_state_dict(state["model"])
-    assert rebuilt.evaluate(problem).metrics["rel_l2"] == pytest.approx(summary["best/rel_l2"], rel=1e-6)
+    assert rebuilt.evaluate(problem, split="val").metrics["rel_l2"] == pytest.approx(summary["best/rel_l2"], rel=1e-6)
 
 
 def test_a_resumed_run_sees_the_same_batches_bit_for_bit(tmp_path):
