@@ -17,6 +17,15 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
+def _last_slice(grid: dict[str, Tensor], field: np.ndarray) -> tuple[dict[str, Tensor], np.ndarray, str]:
+    """A space-time field in 2D ([..., T, X, Y] on (t, x, y)) is shown at its last time."""
+    if len(grid) < 3:
+        return grid, field, ""
+    names = list(grid)
+    t = grid[names[0]]
+    return {k: grid[k] for k in names[1:]}, field[..., -1, :, :], f" ({names[0]} = {float(t[-1]):.3g})"
+
+
 def _leading_stripped(field: np.ndarray, n_coords: int) -> np.ndarray:
     """Drop leading sample/channel axes so that ``n_coords`` grid axes remain; with one
     coordinate a trailing axis may hold components (``[T, 2]``) and is kept."""
@@ -47,7 +56,10 @@ def _panel(ax, grid: dict[str, Tensor], field: np.ndarray, title: str, cmap: str
 
 def comparison_figure(grid: dict[str, Tensor], prediction: Tensor, reference: Tensor, title: str = ""):
     """Reference, prediction and absolute error side by side."""
-    pred, ref = _leading_stripped(_np(prediction), len(grid)), _leading_stripped(_np(reference), len(grid))
+    _, pred, _ = _last_slice(grid, _np(prediction))
+    grid, ref, when = _last_slice(grid, _np(reference))
+    pred, ref = _leading_stripped(pred, len(grid)), _leading_stripped(ref, len(grid))
+    title += when
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
     _panel(axes[0], grid, ref, "reference")
     _panel(axes[1], grid, pred, "prediction")
@@ -58,7 +70,9 @@ def comparison_figure(grid: dict[str, Tensor], prediction: Tensor, reference: Te
 
 
 def field_figure(grid: dict[str, Tensor], field: Tensor, title: str = ""):
-    f = _leading_stripped(_np(field), len(grid))
+    grid, f, when = _last_slice(grid, _np(field))
+    f = _leading_stripped(f, len(grid))
+    title += when
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     _panel(ax, grid, f, title)
     return fig

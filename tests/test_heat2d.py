@@ -12,16 +12,6 @@ from sciml_cli.problems.heat2d import Heat2D
 F64 = {"dtype": torch.float64, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Grids of 8 to 64 points a side: a second intra-op thread only adds synchronisation, and on
-    # a busy two-core machine each op then waits for both cores (measured 15x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _grid(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.arange(n, **F64) / n
     return torch.meshgrid(x, x, indexing="ij")

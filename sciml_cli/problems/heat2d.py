@@ -18,10 +18,10 @@ from torch import Tensor
 
 from ..constraints import PositiveFloat, PositiveInt
 from ..numerics.spectral import grf_2d, rfft_wavenumbers, wavenumbers
-from .base import Problem, Solution
+from .base import SPLIT_SEEDS, OperatorData, Problem, Solution
 
 
-class Heat2D(Problem):
+class Heat2D(Problem, OperatorData):
     """The heat semigroup on the periodic unit square, ``a = u(., 0) -> u(., T)``.
 
     Parameters
@@ -101,3 +101,13 @@ class Heat2D(Problem):
                 "wall_time_s": wall,
             },
         )
+
+    # -- operator-data view ------------------------------------------------------------------------
+    in_channels = out_channels = 1
+    n_dims = 2
+
+    def operator_pairs(self, split: str, n_samples: int, resolution: int | None = None):
+        """``(a, u, grid)`` as ``[N, 1, X, Y]``; exact and cheap, so generated on request
+        (each resolution draws its own fields from the same distribution)."""
+        solution = self.solve(resolution, n_samples, SPLIT_SEEDS[split])
+        return solution.fields["a"][:, None], solution.fields["u"][:, None], solution.grid
