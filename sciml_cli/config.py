@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -154,7 +155,7 @@ def _choices(hint: Any) -> list[Any] | None:
     hint = _strip_annotated(hint)[0]
     if typing.get_origin(hint) is typing.Literal:
         return list(typing.get_args(hint))
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         for arg in typing.get_args(hint):
             if typing.get_origin(arg) is typing.Literal:
                 return list(typing.get_args(arg)) + [None] * (type(None) in typing.get_args(hint))
@@ -174,7 +175,7 @@ def _type_problem(value: Any, hint: Any) -> str | None:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or hint is inspect.Parameter.empty:
         return None
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         problems = [_type_problem(value, a) for a in args]
         if any(p is None for p in problems):
             return _bounds_problem(value, meta)

@@ -137,6 +137,7 @@ class Trainer:
         self.elapsed = 0.0  # wall seconds spent training, over all sessions of the run
         self.last_logs: dict[str, float] = {}
         self.last_eval: Evaluation | None = None
+        self._validated_at = -1
         self._stop_signal: int | None = None
 
     def _bf16_supported(self) -> bool:
@@ -274,8 +275,6 @@ class Trainer:
             self.save("best.pt")
         for cb in self.callbacks:
             cb.on_validation(self, evaluation)
-
-    _validated_at = -1
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
