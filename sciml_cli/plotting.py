@@ -35,7 +35,8 @@ def _leading_stripped(field: np.ndarray, n_coords: int) -> np.ndarray:
     return field
 
 
-def _panel(ax, grid: dict[str, Tensor], field: np.ndarray, title: str, cmap: str = "RdBu_r"):
+def _panel(ax, grid: dict[str, Tensor], field: np.ndarray, title: str, cmap: str = "RdBu_r",
+           limits: tuple[float, float] | None = None):
     names = list(grid)
     if field.ndim == 1 or len(names) == 1:
         # one coordinate: a trailing axis beyond it holds components (e.g. prey, predator)
@@ -46,7 +47,8 @@ def _panel(ax, grid: dict[str, Tensor], field: np.ndarray, title: str, cmap: str
     else:
         # axis 0 of ``field`` runs along the first grid coordinate: draw it horizontally
         a, b = _np(grid[names[0]]), _np(grid[names[1]])
-        im = ax.imshow(field.T, origin="lower", aspect="auto", cmap=cmap,
+        vmin, vmax = limits if limits is not None else (None, None)
+        im = ax.imshow(field.T, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
                        extent=[a[0], a[-1], b[0], b[-1]])
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
@@ -61,8 +63,9 @@ def comparison_figure(grid: dict[str, Tensor], prediction: Tensor, reference: Te
     pred, ref = _leading_stripped(pred, len(grid)), _leading_stripped(ref, len(grid))
     title += when
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
-    _panel(axes[0], grid, ref, "reference")
-    _panel(axes[1], grid, pred, "prediction")
+    limits = (float(ref.min()), float(ref.max()))  # one colour scale, so the panels compare
+    _panel(axes[0], grid, ref, "reference", limits=limits)
+    _panel(axes[1], grid, pred, "prediction", limits=limits)
     _panel(axes[2], grid, np.abs(pred - ref), "|error|", cmap="magma")
     if title:
         fig.suptitle(title)
