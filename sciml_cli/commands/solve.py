@@ -74,8 +74,10 @@ def compare_surrogate(cfg: DictConfig) -> dict:
                              device, cfg.repeats)
     if not {"a", "u"} <= set(solution.fields):
         raise ConfigError("ckpt", "the problem's solver gives no (a, u) pairs")
-    a = solution.fields["a"].unsqueeze(1) if solution.fields["a"].ndim == 1 + problem.n_dims else solution.fields["a"]
-    u = solution.fields["u"].unsqueeze(1) if solution.fields["u"].ndim == 1 + problem.n_dims else solution.fields["u"]
+    def channel_first(field):  # solvers give [N, *S] for one channel, models take [N, C, *S]
+        return field.unsqueeze(1) if field.ndim == 1 + problem.n_dims else field
+
+    a, u = channel_first(solution.fields["a"]), channel_first(solution.fields["u"])
     a, u = a.to(model_dtype), u.to(model_dtype)
     grid = {k: g.to(model_dtype) for k, g in solution.grid.items()}
     batch = getattr(model, "batch_size", len(a))
