@@ -27,11 +27,12 @@ def _last_slice(grid: dict[str, Tensor], field: np.ndarray) -> tuple[dict[str, T
 
 
 def _leading_stripped(field: np.ndarray, n_coords: int) -> np.ndarray:
-    """Drop leading sample/channel axes so that ``n_coords`` grid axes remain; with one
-    coordinate a trailing axis may hold components (``[T, 2]``) and is kept."""
+    """Drop leading sample/channel axes, keeping the last entry of each (for snapshot channels
+    the latest time), so that ``n_coords`` grid axes remain; with one coordinate a trailing axis
+    may hold components (``[T, 2]``) and is kept."""
     keep = n_coords + (1 if n_coords == 1 and field.ndim > 1 and field.shape[-1] <= 4 and field.ndim > n_coords else 0)
     while field.ndim > max(keep, n_coords):
-        field = field[0]
+        field = field[-1]
     return field
 
 

@@ -72,14 +72,13 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     resolution = cfg.resolution or getattr(model, "resolution", None) or problem.resolution
     t_ref, solution = _timed(lambda: problem.solve(resolution=resolution, n_samples=cfg.n_samples, seed=seed),
                              device, cfg.repeats)
-    if not {"a", "u"} <= set(solution.fields):
-        raise ConfigError("ckpt", "the problem's solver gives no (a, u) pairs")
-    def channel_first(field):  # solvers give [N, *S] for one channel, models take [N, C, *S]
-        return field.unsqueeze(1) if field.ndim == 1 + problem.n_dims else field
-
-    a, u = channel_first(solution.fields["a"]), channel_first(solution.fields["u"])
+    try:
+        a, u = problem.operator_fields(solution)
+    except ValueError as err:
+        raise ConfigError("ckpt", str(err)) from None
     a, u = a.to(model_dtype), u.to(model_dtype)
-    grid = {k: g.to(model_dtype) for k, g in solution.grid.items()}
+    # the spatial axes: a solver's grid may also have time (t, x, y)
+    grid = {k: g.to(model_dtype) for k, g in list(solution.grid.items())[-problem.n_dims:]}
     batch = getattr(model, "batch_size", len(a))
 
     def surrogate():

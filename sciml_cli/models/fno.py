@@ -15,6 +15,10 @@ any resolution (zero-shot super-resolution, Li et al. 2021, section 5.4).
 Needs the operator-data view. Besides ``operator_pairs`` the problem must declare the attributes
 ``in_channels`` (``C_in``), ``out_channels`` (``C_out``) and ``n_dims`` (``d``), so the layers can
 be built without generating data.
+
+With ``autoregressive`` (Li et al.'s FNO-2D for Navier–Stokes) the network maps the last
+``C_in / c`` snapshots to the next one (``c`` = the problem's ``step_channels``) and is rolled out
+``C_out / c`` times, each prediction joining the input window.
 """
 
 from __future__ import annotations
@@ -187,13 +191,20 @@ class FNO(Model):
     resolution
         Grid points per axis of the training data and the default evaluation grid; ``null``
         uses the problem's default.
+    autoregressive
+        Predict one snapshot (``step_channels`` of the problem) from the ``C_in`` channels before
+        it and roll out to ``C_out`` channels, training through the whole rollout, as Li et al.
+        (2021) train FNO-2D on Navier–Stokes. Needs a problem whose pairs are consecutive
+        snapshots (``step_channels`` set).
     loss_weights
         Weight of the ``data`` term.
 
     Notes
     -----
     Inputs and outputs are normalised by per-channel mean and standard deviation over the train
-    split (all samples and grid points). Scalars per channel do not depend on the grid, so the
+    split (all samples and grid points); autoregressive, per field over all snapshots of ``a``
+    and ``u`` alike, since predictions are fed back as inputs. Scalars per channel do not depend
+    on the grid, so the
     same statistics serve evaluation at another resolution; the pointwise normaliser of Li et
     al.'s code would not. They are buffers, so they travel in the checkpoint's ``state_dict``.
 
@@ -216,6 +227,7 @@ class FNO(Model):
         n_test: PositiveInt = 200,
         batch_size: PositiveInt = 20,
         resolution: PositiveInt | None = None,
+        autoregressive: bool = False,
         loss_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__(loss_weights or {"data": 1.0})
@@ -223,6 +235,16 @@ class FNO(Model):
             raise ValueError(f"model.batch_size: {batch_size} is larger than model.n_train = {n_train}")
         c_in, c_out, d = _operator_shape(problem)
         self.in_channels, self.out_channels, self.n_dims = c_in, c_out, d
+        #: channels the network predicts per application: one snapshot, or all of ``u``
+        self.step = c_out
+        if autoregressive:
+            step = getattr(problem, "step_channels", None)
+            if not step or c_in % step or c_out % step:
+                raise ValueError(
+                    f"model.autoregressive: {type(problem).__name__}'s pairs are not consecutive "
+                    "snapshots (no step_channels), so they cannot be rolled out; set it to false")
+            self.step = int(step)
+        self.autoregressive = bool(autoregressive)
         self.modes, self.width, self.padding, self.grid_channels = modes, width, padding, grid_channels
         self.n_train, self.n_test, self.batch_size, self.resolution = n_train, n_test, batch_size, resolution
 
@@ -230,7 +252,7 @@ class FNO(Model):
         self.layers = nn.ModuleList(FourierLayer(width, modes, d) for _ in range(n_layers))
         self.act = ACTIVATIONS[activation]()
         self.project = nn.Sequential(
-            nn.Linear(width, PROJECTION_WIDTH), ACTIVATIONS[activation](), nn.Linear(PROJECTION_WIDTH, c_out))
+            nn.Linear(width, PROJECTION_WIDTH), ACTIVATIONS[activation](), nn.Linear(PROJECTION_WIDTH, self.step))
 
         # identity until fitted on the train split; buffers so a checkpoint carries them
         self.register_buffer("a_mean", torch.zeros(c_in))
@@ -263,6 +285,24 @@ class FNO(Model):
         mesh = torch.meshgrid(*axes, indexing="ij")
         return torch.stack(mesh).unsqueeze(0)
 
+    def _network(self, v: Tensor, coords: Tensor | None) -> Tensor:
+        """Normalised ``[B, C_in, *S]`` -> normalised ``[B, step, *S]``: lift, Fourier layers,
+        projection."""
+        d = self.n_dims
+        shape = v.shape[2:]
+        if coords is not None:
+            v = torch.cat([v, coords.expand(v.shape[0], *coords.shape[1:])], dim=1)
+        v = _pointwise(self.lift, v)  # [B, width, *S]
+        if self.padding:
+            v = F.pad(v, [0, self.padding] * d)
+        for i, layer in enumerate(self.layers):
+            v = layer(v)
+            if i < len(self.layers) - 1:
+                v = self.act(v)
+        if self.padding:
+            v = v[(..., *(slice(0, n) for n in shape))]
+        return _pointwise(self.project, v)
+
     def forward(self, a: Tensor, grid: Mapping[str, Tensor] | Sequence[Tensor] | None = None) -> Tensor:
         """Predict the output field.
 
@@ -277,27 +317,24 @@ class FNO(Model):
         Returns
         -------
         Tensor
-            ``[B, C_out, *S]`` in the problem's units.
+            ``[B, C_out, *S]`` in the problem's units; autoregressive, the ``C_out / step``
+            snapshots of the rollout in order.
         """
         d = self.n_dims
         if a.ndim != 2 + d or a.shape[1] != self.in_channels:
             raise ValueError(f"a: expected [B, {self.in_channels}, *S] with {d} spatial axes, got {tuple(a.shape)}")
-        shape = a.shape[2:]
         per_channel = (1, -1) + (1,) * d
         v = (a - self.a_mean.view(per_channel)) / self.a_std.view(per_channel)
-        if self.grid_channels:
-            coords = self._coordinates(grid, shape, v)
-            v = torch.cat([v, coords.expand(a.shape[0], *coords.shape[1:])], dim=1)
-        v = _pointwise(self.lift, v)  # [B, width, *S]
-        if self.padding:
-            v = F.pad(v, [0, self.padding] * d)
-        for i, layer in enumerate(self.layers):
-            v = layer(v)
-            if i < len(self.layers) - 1:
-                v = self.act(v)
-        if self.padding:
-            v = v[(..., *(slice(0, n) for n in shape))]
-        u = _pointwise(self.project, v)  # [B, C_out, *S], normalised
+        coords = self._coordinates(grid, a.shape[2:], v) if self.grid_channels else None
+        if not self.autoregressive:
+            u = self._network(v, coords)
+        else:
+            # the statistics are shared by all snapshots, so the window stays normalised
+            outputs = []
+            for _ in range(self.out_channels // self.step):
+                outputs.append(self._network(v, coords))
+                v = torch.cat([v[:, self.step:], outputs[-1]], dim=1)
+            u = torch.cat(outputs, dim=1)
         return u * self.u_std.view(per_channel) + self.u_mean.view(per_channel)
 
     # -- data ----------------------------------------------------------------------------------
@@ -329,14 +366,25 @@ class FNO(Model):
         if bool(self.normaliser_fitted):
             return
         a, u, grid = self._data(problem, "train")
-        dims = [0, *range(2, 2 + self.n_dims)]
-        for field, mean, std in ((a, self.a_mean, self.a_std), (u, self.u_mean, self.u_std)):
-            x = field.double()
+
+        def stats(x: Tensor, dims: list[int]) -> tuple[Tensor, Tensor]:
+            x = x.double()
             m, s = x.mean(dims), x.std(dims, correction=0)
             # a constant channel carries no information to scale; leave it unscaled
-            s = torch.where(s > 1e-12 * torch.clamp(m.abs(), min=1.0), s, torch.ones_like(s))
-            mean.copy_(m)
-            std.copy_(s)
+            return m, torch.where(s > 1e-12 * torch.clamp(m.abs(), min=1.0), s, torch.ones_like(s))
+
+        if self.autoregressive:  # per field, pooled over every snapshot of a and u
+            c = self.step
+            m, s = stats(torch.cat([a, u], dim=1).unflatten(1, (-1, c)).transpose(1, 2).flatten(2), [0, 2])
+            for mean, std, n in ((self.a_mean, self.a_std, self.in_channels), (self.u_mean, self.u_std, self.out_channels)):
+                mean.copy_(m.repeat(n // c))
+                std.copy_(s.repeat(n // c))
+        else:
+            dims = [0, *range(2, 2 + self.n_dims)]
+            for field, mean, std in ((a, self.a_mean, self.a_std), (u, self.u_mean, self.u_std)):
+                m, s = stats(field, dims)
+                mean.copy_(m)
+                std.copy_(s)
         for i, g in enumerate(grid.values()):
             self.grid_low[i], self.grid_high[i] = g.min(), g.max()
         self.normaliser_fitted.fill_(True)
@@ -362,10 +410,14 @@ class FNO(Model):
 
     def loss(self, problem: OperatorData, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """``data``: mean over the batch of the per-sample relative L2 error in the problem's
-        units (Li et al. 2021)."""
+        units (Li et al. 2021); autoregressive, summed over the snapshots of the rollout, each
+        with its own relative error, as Li et al. train FNO-2D."""
         grid = {k[len("grid/"):]: v for k, v in batch.items() if k.startswith("grid/")}
         prediction = self(batch["a"], grid or None)
-        return {"data": relative_l2(prediction.flatten(1), batch["u"].flatten(1)).mean()}
+        step = self.step if self.autoregressive else self.out_channels
+        shape = (prediction.shape[0], -1, step * prediction[0, 0].numel())  # [B, snapshots, step*S]
+        errors = relative_l2(prediction.reshape(shape), batch["u"].reshape(shape))  # [B, snapshots]
+        return {"data": errors.sum(1).mean()}
 
     @torch.no_grad()
     def evaluate(self, problem: OperatorData, resolution: int | None = None, split: str = "test") -> Evaluation:

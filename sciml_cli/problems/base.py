@@ -144,6 +144,10 @@ class OperatorData(ABC):
     in_channels: int
     out_channels: int
     n_dims: int
+    #: channels of one snapshot when ``a`` and ``u`` are consecutive snapshots of the same fields
+    #: (``a`` the first ``C_in / step_channels`` records, ``u`` the following ones), so that a
+    #: model may predict ``u`` autoregressively; ``None`` when they are not
+    step_channels: int | None = None
 
     @abstractmethod
     def operator_pairs(
@@ -152,6 +156,14 @@ class OperatorData(ABC):
         """``(a, u, grid)``: inputs ``[N, C_in, *S]``, outputs ``[N, C_out, *S]`` and the
         coordinates of the spatial axes ``S`` in axis order, at ``resolution`` points per axis
         (``None``: the problem's default). ``split`` is ``"train"``, ``"val"`` or ``"test"``."""
+
+    def operator_fields(self, solution: Solution) -> tuple[Tensor, Tensor]:
+        """``(a, u)`` channel-first, ``[N, C, *S]``, from the output of :meth:`Problem.solve`
+        (by default its fields ``a`` and ``u``, given as ``[N, *S]`` or ``[N, C, *S]``)."""
+        if not {"a", "u"} <= set(solution.fields):
+            raise ValueError(f"{type(self).__name__}.solve gives no (a, u) fields")
+        a, u = solution.fields["a"], solution.fields["u"]
+        return tuple(f.unsqueeze(1) if f.ndim == 1 + self.n_dims else f for f in (a, u))
 
 
 VIEWS: tuple[type, ...] = (PhysicsResidual, OperatorData)

@@ -19,6 +19,10 @@ In time the viscous term is Crank–Nicolson and the advection and forcing terms
 * ``cn_euler``: the first-order scheme of Li et al.'s released generator (explicit Euler on
   ``N``), for reproducing their data.
 
+Operator data (the view FNO trains on), as Li et al.'s FNO-2D experiments: the input ``a`` is
+the vorticity at the first ``t_in`` records after the initial condition (``t = 1 .. 10``), the
+output ``u`` every later record (``t = 11 .. 50``), one channel per record.
+
 Grids: ``x_i = i / n`` along axis -2, ``y_j = j / n`` along axis -1 (``indexing="ij"``).
 """
 
@@ -27,14 +31,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
+from ..numerics.metrics import relative_l2
 from ..numerics.spectral import dealias_mask_2d, grf_2d, rfft_wavenumbers, wavenumbers
-from .base import Problem, Solution
+from .base import SPLIT_SEEDS, OperatorData, Problem, Solution
 
 Scheme = Literal["cn_heun", "cn_euler"]
 
@@ -57,7 +63,7 @@ def _integer_ratio(numerator: float, denominator: float) -> int | None:
     return r if r >= 1 and abs(r * denominator - numerator) <= 1e-9 * numerator else None
 
 
-class NavierStokes(Problem):
+class NavierStokes(Problem, OperatorData):
     """Forced 2D Navier–Stokes in vorticity form on ``[0, 1)^2`` (Li et al. 2021).
 
     Parameters
@@ -88,6 +94,11 @@ class NavierStokes(Problem):
         angular wavenumber); Li et al.: 2.5, 7, ``7^1.5``.
     batch_size
         Initial conditions integrated together by :meth:`solve` (bounds memory, not results).
+    t_in
+        Operator data: records given as input (Li et al.: 10); the remaining
+        ``t_end / record_every - t_in`` records are the output.
+    data_dir
+        Where generated operator datasets are cached (one file per split, size and resolution).
     """
 
     def __init__(
@@ -104,6 +115,8 @@ class NavierStokes(Problem):
         tau: PositiveFloat = 7.0,
         sigma: PositiveFloat = 7.0**1.5,
         batch_size: PositiveInt = 64,
+        t_in: PositiveInt = 10,
+        data_dir: str = "outputs/data",
     ) -> None:
         super().__init__()
         if scheme not in ("cn_heun", "cn_euler"):
@@ -123,6 +136,7 @@ class NavierStokes(Problem):
                 f"record_every: must divide t_end={self.t_end:g}, got {self.record_every:g}"
             )
         self._check_resolution(self.resolution)
+        self.t_in, self.data_dir = int(t_in), str(data_dir)
         self._cache: dict[tuple[int, str, torch.dtype], _Operators] = {}
 
     def _check_resolution(self, n: int) -> None:
@@ -285,3 +299,70 @@ class NavierStokes(Problem):
                 "wall_time_s": wall,
             },
         )
+
+    # -- operator-data view ----------------------------------------------------------------------
+    n_dims = 2
+    step_channels = 1
+
+    @property
+    def in_channels(self) -> int:
+        self._check_t_in()
+        return self.t_in
+
+    @property
+    def out_channels(self) -> int:
+        self._check_t_in()
+        return self.n_records - self.t_in
+
+    def _check_t_in(self) -> None:
+        # checked on use, so that solver-only configs (short t_end) need not care
+        if self.t_in >= self.n_records:
+            raise ValueError(f"problem.t_in: must be below the {self.n_records} records to "
+                             f"t_end={self.t_end:g}, got {self.t_in}")
+
+    def operator_fields(self, solution: Solution) -> tuple[Tensor, Tensor]:
+        """``a = w(t_1 .. t_in)``, ``u = w(t_in+1 .. T)`` as ``[N, C, X, Y]``, one record per
+        channel (the initial condition ``w(0)`` is not part of either)."""
+        w = solution.fields["w"]
+        return w[:, 1:self.t_in + 1], w[:, self.t_in + 1:]
+
+    def operator_pairs(self, split: str, n_samples: int, resolution: int | None = None):
+        """``(a, u, grid)``, see :meth:`operator_fields`. Trajectories are generated once per
+        split, size and resolution (the same initial conditions at every resolution, since they
+        are drawn on ``fine_resolution``) and cached under ``data_dir`` in float32."""
+        from ..data.cache import load_dataset
+
+        res = int(resolution or self.resolution)
+        self._check_resolution(res)
+        self._check_t_in()
+        seed = SPLIT_SEEDS[split]
+        generating = {
+            "problem": "navier_stokes", "viscosity": self.viscosity,
+            "forcing_amplitude": self.forcing_amplitude, "t_end": self.t_end,
+            "record_every": self.record_every, "dt": self.dt, "scheme": self.scheme,
+            "fine_resolution": self.fine_resolution, "alpha": self.alpha, "tau": self.tau,
+            "sigma": self.sigma, "resolution": res, "n_samples": int(n_samples), "seed": seed,
+            "dtype": "float32",
+        }
+
+        def generate() -> Solution:
+            solver = NavierStokes(**{k: getattr(self, k) for k in (
+                "viscosity", "forcing_amplitude", "t_end", "record_every", "dt", "scheme",
+                "fine_resolution", "alpha", "tau", "sigma", "batch_size")}, resolution=res)
+            solution = solver.to(self.device, torch.float64).solve(res, int(n_samples), seed)
+            # float32 halves the file (1000 trajectories at 64^2: 0.8 GB); rounding is far
+            # below any model's error
+            solution.fields = {k: v.float() for k, v in solution.fields.items()}
+            return solution
+
+        data = load_dataset(f"navier_stokes-{split}", generating, generate, Path(self.data_dir))
+        a, u = (f.to(**self.factory) for f in self.operator_fields(data))
+        # persistence: the last input record held for every output time
+        last = a[:, -1:].double().expand_as(u)
+        self.baseline_persistence_rel_l2 = relative_l2(last.flatten(1), u.double().flatten(1)).mean().item()
+        x = torch.arange(res, **self.factory) / res
+        return a, u, {"x": x, "y": x.clone()}
+
+    def baselines(self) -> dict[str, float]:
+        value = getattr(self, "baseline_persistence_rel_l2", None)
+        return {} if value is None else {"persistence_rel_l2": value}

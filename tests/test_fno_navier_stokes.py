@@ -1,0 +1,133 @@
+"""Navier–Stokes operator data and the autoregressive FNO (Li et al. 2021, FNO-2D)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import only_run_dir
+from test_fno import Diffusion
+
+from sciml_cli.models.fno import FNO
+from sciml_cli.problems.base import SPLIT_SEEDS
+from sciml_cli.problems.navier_stokes import NavierStokes
+
+#: trajectories of a few seconds on one core: 4 records on a 32^2 solver grid, 2 in, 2 out
+SMALL = {"t_end": 4.0, "t_in": 2, "dt": 0.05, "fine_resolution": 32, "resolution": 16}
+
+
+def small(tmp_path, **overrides) -> NavierStokes:
+    return NavierStokes(**{**SMALL, "data_dir": str(tmp_path), **overrides}).to("cpu", torch.float32)
+
+
+def test_pairs_are_the_records_after_the_initial_condition_and_are_cached(tmp_path):
+    problem = small(tmp_path)
+    assert (problem.in_channels, problem.out_channels, problem.step_channels) == (2, 2, 1)
+    a, u, grid = problem.operator_pairs("train", 3)
+    assert a.shape == u.shape == (3, 2, 16, 16) and a.dtype == torch.float32
+    assert list(grid) == ["x", "y"] and torch.equal(grid["x"], torch.arange(16) / 16)
+    w = small(tmp_path).to("cpu", torch.float64).solve(16, 3, SPLIT_SEEDS["train"]).fields["w"]
+    torch.testing.assert_close(a.double(), w[:, 1:3], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(u.double(), w[:, 3:5], rtol=1e-6, atol=1e-6)
+    assert 0.05 < problem.baselines()["persistence_rel_l2"] < 2
+
+    files = sorted(tmp_path.glob("*.h5"))
+    a_again, _, _ = problem.operator_pairs("train", 3)
+    assert sorted(tmp_path.glob("*.h5")) == files and torch.equal(a, a_again)
+    # another resolution: its own file, the same trajectories (drawn on the solver grid)
+    a_fine, u_fine, _ = problem.operator_pairs("train", 3, resolution=32)
+    assert len(list(tmp_path.glob("*.h5"))) == 2
+    torch.testing.assert_close(a_fine[..., ::2, ::2], a, rtol=0, atol=0)
+    a_test, _, _ = problem.operator_pairs("test", 3)
+    assert not torch.allclose(a_test, a)
+
+
+def test_too_few_records_for_t_in_is_refused_on_use_naming_the_key(tmp_path):
+    problem = small(tmp_path, t_end=2.0)
+    problem.solve(16, 1)  # a solver-only use need not care about t_in
+    with pytest.raises(ValueError, match="problem.t_in"):
+        FNO(problem, modes=4, width=8, n_train=4, n_test=4, batch_size=2)
+
+
+def test_rollout_feeds_each_prediction_back_into_the_window(tmp_path):
+    torch.manual_seed(0)
+    problem = small(tmp_path, t_end=6.0, t_in=3)
+    model = FNO(problem, modes=4, width=8, n_layers=2, n_train=4, n_test=4, batch_size=2, autoregressive=True)
+    assert model.project[-1].out_features == 1  # one snapshot per application
+    a = torch.randn(2, 3, 16, 16)
+    out = model(a)
+    assert out.shape == (2, 3, 16, 16)
+    coords = model._coordinates(None, (16, 16), a)
+    window, expected = a, []
+    for _ in range(3):
+        expected.append(model._network(window, coords))
+        window = torch.cat([window[:, 1:], expected[-1]], dim=1)
+    torch.testing.assert_close(out, torch.cat(expected, dim=1))
+
+
+def test_autoregressive_needs_consecutive_snapshots():
+    with pytest.raises(ValueError, match="model.autoregressive"):
+        FNO(Diffusion(), modes=4, width=8, n_train=4, n_test=4, batch_size=2, autoregressive=True)
+
+
+def test_autoregressive_normalisation_is_shared_by_all_snapshots(tmp_path):
+    problem = small(tmp_path)
+    model = FNO(problem, modes=4, width=8, n_train=4, n_test=4, batch_size=2, autoregressive=True)
+    model.fit_normaliser(problem)
+    a, u, _ = problem.operator_pairs("train", 4)
+    both = torch.cat([a, u], dim=1).double()
+    for buffer in (model.a_mean, model.u_mean):
+        torch.testing.assert_close(buffer.double(), both.mean().expand(buffer.shape), rtol=1e-5, atol=1e-6)
+    for buffer in (model.a_std, model.u_std):
+        torch.testing.assert_close(buffer.double(), both.std(correction=0).expand(buffer.shape), rtol=1e-5, atol=1e-6)
+
+
+def test_the_loss_sums_the_relative_error_of_each_snapshot(tmp_path):
+    problem = small(tmp_path)
+    model = FNO(problem, modes=4, width=8, n_train=4, n_test=4, batch_size=2, autoregressive=True)
+    batch = model.batch(problem, 0, 0)
+    with torch.no_grad():
+        prediction = model(batch["a"])
+        loss = model.loss(problem, batch)["data"]
+    per_snapshot = [torch.linalg.vector_norm(prediction[:, k] - batch["u"][:, k], dim=(-2, -1))
+                    / torch.linalg.vector_norm(batch["u"][:, k], dim=(-2, -1)) for k in range(2)]
+    torch.testing.assert_close(loss, (per_snapshot[0] + per_snapshot[1]).mean())
+
+
+TINY_NS = [
+    "experiment=fno_navier_stokes_small", *(f"problem.{k}={v}" for k, v in SMALL.items()),
+    "model.width=12", "model.modes=4", "model.n_train=20", "model.n_test=10", "model.batch_size=5",
+    "optim.steps=60", "trainer.val_every=30", "trainer.checkpoint_every=30", "trainer.log_every=10",
+    "trainer.device=cpu",
+]
+
+
+def test_fno_navier_stokes_trains_evaluates_and_runs_against_the_solver(sciml):
+    proc = sciml("train", *TINY_NS)
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "navier_stokes-fno")
+    metrics = json.loads((run / "metrics.json").read_text())
+
+    proc = sciml("eval", f"run={run}", "resolutions=[16,32]")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run / "eval.json").read_text())
+    persistence = result["baselines"]["persistence_rel_l2"]
+    # 60 steps on 20 trajectories already beat holding the last input
+    assert metrics["val/rel_l2"] < 0.7 * persistence
+    assert result["metrics"]["rel_l2"] < 0.7 * persistence
+    assert set(result["resolution_sweep"]) == {"16", "32"}
+    assert (run / "plots" / "eval_best_worst_sample.png").is_file()
+
+    proc = sciml("solve", "problem=navier_stokes", f"ckpt={run}", "n_samples=4", "repeats=1")
+    assert proc.returncode == 0, proc.stderr
+    (out,) = (sciml.cwd / "outputs" / "solve" / "navier_stokes").glob("*/surrogate.json")
+    surrogate = json.loads(out.read_text())
+    assert surrogate["n_samples"] == 4 and surrogate["rel_l2_mean"] < 0.7 * persistence
+
+
+def test_autoregressive_fno_on_burgers_fails_before_any_work(sciml):
+    proc = sciml("train", "experiment=fno_burgers_quick", "model.autoregressive=true")
+    assert proc.returncode == 2, proc.stderr
+    assert "model.autoregressive" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
