@@ -50,3 +50,15 @@ def test_fno_on_a_physics_residual_only_problem_fails_before_any_work(sciml):
     proc = sciml("train", "model=fno", "problem=heat")
     assert proc.returncode == 2 and "does not offer the operator data view" in proc.stderr
     assert "burgers" in proc.stderr
+
+
+def test_a_resumed_run_can_be_extended_with_more_steps(sciml):
+    """``optim.steps`` reaches a preset's phases through an interpolation; the checkpoint must
+    keep it unresolved, or ``resume=... optim.steps=N`` would stop at the old count."""
+    proc = sciml("train", *TINY_FNO, "optim.steps=20")
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-fno")
+    proc = sciml("train", *TINY_FNO, f"resume={run}", "optim.steps=30")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "metrics.json").read_text())["step"] == 30
+    assert json.loads((run / "run.json").read_text())["resumed_from_step"] == 20

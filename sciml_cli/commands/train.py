@@ -110,6 +110,9 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
         (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
         print(f"resuming {run_dir} from {ckpt} (step {resume_state['step']})")
 
+    # before instantiating: Hydra resolves the nodes an interpolation points to in place
+    # (trainer.phases -> optim.phases), which would freeze e.g. a phase's ${optim.steps}
+    config_yaml = OmegaConf.to_yaml(cfg)
     trainer = config.instantiate(cfg.trainer)
     trainer.seed_everything()
     problem = config.instantiate(cfg.problem)
@@ -120,7 +123,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
     rundir.write_json(run_dir / "run.json", info)
     container = OmegaConf.to_container(cfg, resolve=True)
     try:
-        summary = trainer.fit(model, problem, run_dir, OmegaConf.to_yaml(cfg), resume=resume_state,
+        summary = trainer.fit(model, problem, run_dir, config_yaml, resume=resume_state,
                               hparams=_flat({k: container[k] for k in ("model", "problem", "optim")}))
     except SciMLError as err:
         status = "interrupted" if err.exit_code >= 128 else "failed"

@@ -1,0 +1,50 @@
+"""The trainer's CUDA paths through the real command: bf16 autocast, torch.compile, resume.
+
+Skipped without a CUDA device (``-m gpu`` selects them)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import only_run_dir
+from test_fno_cli import TINY_FNO
+from test_fno_navier_stokes import TINY_NS
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+def on_cuda(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if not o.startswith("trainer.device=")] + ["trainer.device=cuda"]
+
+
+@pytest.mark.parametrize("flags", [[], ["trainer.amp=true"], ["trainer.compile=true"]], ids=["fp32", "amp", "compile"])
+def test_fno_burgers_trains_and_evaluates_on_cuda(sciml, flags):
+    proc = sciml("train", *on_cuda(TINY_FNO), *flags, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-fno")
+    assert json.loads((run / "run.json").read_text())["device"] == "cuda"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val/rel_l2"] < 0.5  # learning, as on the CPU
+    proc = sciml("eval", f"run={run}", "device=cuda")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "eval.json").read_text())["metrics"]["rel_l2"] < 0.5
+
+
+def test_autoregressive_fno_trains_under_bf16_autocast_on_cuda(sciml):
+    proc = sciml("train", *on_cuda(TINY_NS), "trainer.amp=true", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "navier_stokes-fno")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 < metrics["val/rel_l2"] < 1
+
+
+def test_a_cuda_run_resumes_to_the_same_step_count(sciml):
+    proc = sciml("train", *on_cuda(TINY_FNO), "optim.steps=20", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-fno")
+    proc = sciml("train", *on_cuda(TINY_FNO), f"resume={run}", "optim.steps=40", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["step"] == 40 and json.loads((run / "run.json").read_text())["resumed_from_step"] == 20
