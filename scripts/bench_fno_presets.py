@@ -31,8 +31,8 @@ from pathlib import Path
 PRESETS = {
     "fno_burgers_quick": ("burgers-fno", 1e-2, [256, 512, 1024]),
     "fno_burgers": ("burgers-fno", 1.5e-3, [256, 512, 1024, 2048]),
-    "fno_heat2d": ("heat2d-fno", None, [64, 128]),
-    "fno_navier_stokes_small": ("navier_stokes-fno", None, [32, 64]),
+    "fno_heat2d": ("heat2d-fno", 5e-3, [64, 128]),
+    "fno_navier_stokes_small": ("navier_stokes-fno", 1e-2, [32, 64]),
     "fno_navier_stokes": ("navier_stokes-fno", 0.0128, []),
 }
 

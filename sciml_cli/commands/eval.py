@@ -83,9 +83,12 @@ def task(cfg: DictConfig) -> dict:
         result["per_sample_rel_l2"] = errors.tolist()
         order = torch.argsort(errors)
         picks = {"best": order[0], "median": order[len(order) // 2], "worst": order[-1]}
+        # [C, *S] per sample: the plot shows the last channel (for snapshots, the latest time)
+        channels = evaluation.prediction.shape[1] if evaluation.prediction.ndim == 2 + len(evaluation.grid) else 1
+        shown = f" (last of {channels} output channels)" if channels > 1 else ""
         for label, i in picks.items():
             fig = plotting.comparison_figure(evaluation.grid, evaluation.prediction[i], evaluation.reference[i],
-                                             title=f"{title}: {label} test sample {int(i)}, rel-L2 {errors[i]:.2e}")
+                                             title=f"{title}: {label} test sample {int(i)}, rel-L2 {errors[i]:.2e}{shown}")
             pngs.append(plotting.save(fig, run / "plots" / f"{name}_{label}_sample.png"))
         pngs.append(plotting.save(plotting.histogram_figure(errors, "relative L2 error per test sample"),
                                   run / "plots" / f"{name}_histogram.png"))
