@@ -97,6 +97,17 @@ def histogram_figure(values: Tensor, xlabel: str):
     return fig
 
 
+def rollout_figure(errors: Tensor, xlabel: str = "rollout step"):
+    """Mean relative L2 error of each predicted snapshot, on a log scale."""
+    e = _np(errors).ravel()
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    ax.semilogy(np.arange(1, e.size + 1), e, marker="o", markersize=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean relative L2 error")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
 def loss_figure(history: Sequence[Sequence[float]]):
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     if history:

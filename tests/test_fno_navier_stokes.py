@@ -118,6 +118,9 @@ def test_fno_navier_stokes_trains_evaluates_and_runs_against_the_solver(sciml):
     assert result["metrics"]["rel_l2"] < 0.7 * persistence
     assert set(result["resolution_sweep"]) == {"16", "32"}
     assert (run / "plots" / "eval_best_worst_sample.png").is_file()
+    per_step = result["per_step_rel_l2"]
+    assert len(per_step) == 2 and per_step[-1] == pytest.approx(result["metrics"]["rel_l2_last_step"])
+    assert (run / "plots" / "eval_best_per_step.png").is_file()
 
     proc = sciml("solve", "problem=navier_stokes", f"ckpt={run}", "n_samples=4", "repeats=1")
     assert proc.returncode == 0, proc.stderr

@@ -425,9 +425,10 @@ class FNO(Model):
         ``resolution`` (default: the model's, else the problem's).
 
         Metrics: ``rel_l2`` (mean per-sample relative L2, the validation metric),
-        ``rel_l2_median``, ``rel_l2_max``, ``max_abs`` and ``rmse`` over all entries. The
-        per-sample errors ``[n_test]`` are ``per_sample`` of the result and, on the CPU,
-        :attr:`last_errors`. ``prediction`` and ``reference`` are ``[n_test, C_out, *S]``.
+        ``rel_l2_median``, ``rel_l2_max``, ``max_abs`` and ``rmse`` over all entries, and for
+        outputs of several snapshots (the problem's ``step_channels``) ``rel_l2_last_step``, the
+        error of the last one. The per-sample errors ``[n_test]`` are ``per_sample`` of the
+        result and, on the CPU, :attr:`last_errors`; the per-snapshot errors ``per_step``. ``prediction`` and ``reference`` are ``[n_test, C_out, *S]``.
         """
         self.fit_normaliser(problem)
         a, u, grid = self._data(problem, split, resolution)
@@ -442,7 +443,13 @@ class FNO(Model):
             "rmse": diff.pow(2).mean().sqrt().item(),
         }
         self.last_errors = errors.cpu()
-        return Evaluation(metrics, prediction, u, grid, per_sample=errors)
+        per_step = None
+        step = getattr(problem, "step_channels", None)
+        if step and self.out_channels > step and self.out_channels % step == 0:
+            shape = (len(u), self.out_channels // step, -1)  # [N, snapshots, step * S]
+            per_step = relative_l2(prediction.reshape(shape).double(), u.reshape(shape).double()).mean(0)
+            metrics["rel_l2_last_step"] = per_step[-1].item()
+        return Evaluation(metrics, prediction, u, grid, per_sample=errors, per_step=per_step)
 
     def extra_state(self) -> dict[str, Any]:
         # the normalisation statistics are buffers and already in the state_dict

@@ -45,7 +45,8 @@ class Evaluation:
     ``prediction`` and ``reference`` share a shape whose trailing axes follow ``grid`` (one axis
     per coordinate, in the grid's order); leading axes, if any, are samples and channels.
     ``metrics`` holds plain floats; ``per_sample`` the relative L2 error of each test sample
-    when there are several.
+    when there are several; ``per_step``, for outputs that are consecutive snapshots, the mean
+    over samples of each snapshot's relative L2 error (how the error grows along a rollout).
     """
 
     metrics: dict[str, float]
@@ -53,6 +54,7 @@ class Evaluation:
     reference: Tensor
     grid: dict[str, Tensor]
     per_sample: Tensor | None = None
+    per_step: Tensor | None = None
 
 
 class Problem(ABC):
