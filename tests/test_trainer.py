@@ -74,6 +74,33 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tm
         assert torch.equal(a, b)
 
 
+class RecordLR(Callback):
+    def __init__(self):
+        self.lr = {}
+
+    def on_log(self, trainer, logs):
+        self.lr[trainer.step] = trainer.optimizer.param_groups[0]["lr"]
+
+
+def test_a_run_resumed_with_more_steps_anneals_to_the_new_end(tmp_path):
+    """Cosine annealing with ``T_max: ${optim.steps}``: extending ``optim.steps`` on resume
+    keeps the progress but takes the new ``T_max``, so the rate keeps falling to the new end
+    instead of climbing back up after the old one."""
+    cosine = [*PHASED[3:13], "optim=adam", "optim.lr=1e-2",
+              "+optim.phases.0.scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingLR",
+              "+optim.phases.0.scheduler._partial_=true", "+optim.phases.0.scheduler.T_max=${optim.steps}"]
+    with pytest.raises(Interrupted):
+        fit([*cosine, "optim.steps=20"], tmp_path, callbacks=[SignalAt(10)])
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    record = RecordLR()
+    fit([*cosine, "optim.steps=40"], tmp_path, resume=state, callbacks=[record])
+    steps = sorted(record.lr)
+    assert steps[0] == 11 and steps[-1] == 40
+    lrs = [record.lr[k] for k in steps]
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))  # no restart of the cycle
+    assert lrs[-1] < 1e-3 * 1e-2 and lrs[0] > 0.3e-2
+
+
 def test_sigterm_from_outside_leaves_a_resumable_checkpoint(tmp_path):
     args = [*TINY, "optim=adam_lbfgs", "optim.steps=400", "optim.lbfgs_steps=5", "trainer.checkpoint_every=10",
             "trainer.dtype=float64"]

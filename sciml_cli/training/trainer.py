@@ -52,6 +52,20 @@ class Interrupted(SciMLError):
         self.exit_code = 128 + signum
 
 
+#: scheduler hyperparameters that follow the config on resume (progress comes from the checkpoint)
+_SCHEDULER_HYPERPARAMETERS = ("T_max", "eta_min", "step_size", "gamma", "milestones", "total_iters",
+                              "start_factor", "end_factor", "power", "factor", "patience")
+
+
+def _restore_scheduler(scheduler: Any, saved: dict[str, Any]) -> None:
+    """Load a scheduler's state from a checkpoint but keep the hyperparameters it was built with
+    now, so that a run resumed with more ``optim.steps`` anneals to the new end (e.g. a
+    ``T_max: ${optim.steps}``) instead of restarting the cycle; unchanged, the two agree."""
+    configured = {k: v for k, v in vars(scheduler).items() if k in _SCHEDULER_HYPERPARAMETERS}
+    scheduler.load_state_dict(saved)
+    vars(scheduler).update(configured)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` tries cuda, then mps, then cpu; an explicit device must exist."""
     if name == "auto":
@@ -189,7 +203,7 @@ class Trainer:
                     if pending_optim is not None:
                         self.optimizer.load_state_dict(pending_optim["optimizer"])
                         if self.scheduler is not None and pending_optim.get("scheduler") is not None:
-                            self.scheduler.load_state_dict(pending_optim["scheduler"])
+                            _restore_scheduler(self.scheduler, pending_optim["scheduler"])
                         pending_optim = None
                     while self.phase_step < phase.steps:
                         self._train_step(phase)
