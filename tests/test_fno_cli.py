@@ -43,6 +43,7 @@ def test_fno_burgers_train_eval_resolution_sweep_and_surrogate_solve(sciml):
     surrogate = json.loads(out.read_text())
     assert surrogate["seed"] == 1000 and surrogate["n_samples"] == 10 and surrogate["resolution"] == 64
     assert surrogate["speedup"] > 0 and surrogate["rel_l2_mean"] < 0.5
+    assert surrogate["batch_size"] == 10  # the model's training batch by default
     assert "speedup" in proc.stdout
 
 

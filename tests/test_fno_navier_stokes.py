@@ -122,11 +122,12 @@ def test_fno_navier_stokes_trains_evaluates_and_runs_against_the_solver(sciml):
     assert len(per_step) == 2 and per_step[-1] == pytest.approx(result["metrics"]["rel_l2_last_step"])
     assert (run / "plots" / "eval_best_per_step.png").is_file()
 
-    proc = sciml("solve", "problem=navier_stokes", f"ckpt={run}", "n_samples=4", "repeats=1")
+    proc = sciml("solve", "problem=navier_stokes", f"ckpt={run}", "n_samples=4", "repeats=1", "batch_size=4")
     assert proc.returncode == 0, proc.stderr
     (out,) = (sciml.cwd / "outputs" / "solve" / "navier_stokes").glob("*/surrogate.json")
     surrogate = json.loads(out.read_text())
-    assert surrogate["n_samples"] == 4 and surrogate["rel_l2_mean"] < 0.7 * persistence
+    assert surrogate["n_samples"] == 4 and surrogate["batch_size"] == 4
+    assert surrogate["rel_l2_mean"] < 0.7 * persistence
 
 
 def test_autoregressive_fno_on_burgers_fails_before_any_work(sciml):

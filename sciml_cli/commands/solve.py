@@ -16,7 +16,7 @@ def preflight(overrides: list[str]) -> None:
     for job in expand(overrides):
         cfg, _ = compose("solve", job)
         config.check(cfg)
-        for key in ("resolution", "n_samples"):
+        for key in ("resolution", "n_samples", "batch_size"):
             v = cfg.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 from ..errors import ConfigError
@@ -79,7 +79,7 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     a, u = a.to(model_dtype), u.to(model_dtype)
     # the spatial axes: a solver's grid may also have time (t, x, y)
     grid = {k: g.to(model_dtype) for k, g in list(solution.grid.items())[-problem.n_dims:]}
-    batch = getattr(model, "batch_size", len(a))
+    batch = cfg.batch_size or getattr(model, "batch_size", len(a))
 
     def surrogate():
         with torch.no_grad():
@@ -89,7 +89,7 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     errors = relative_l2(pred.flatten(1).double(), u.flatten(1).double())
     result = {
         "run": str(run), "device": str(device), "n_samples": int(cfg.n_samples), "seed": seed,
-        "resolution": int(resolution), "reference_s": t_ref, "surrogate_s": t_model,
+        "resolution": int(resolution), "batch_size": int(batch), "reference_s": t_ref, "surrogate_s": t_model,
         "speedup": t_ref / t_model, "rel_l2_mean": errors.mean().item(),
         "rel_l2_max": errors.max().item(),
         **{k: v for k, v in solution.attrs.items() if k.startswith("baseline_")},
