@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -82,23 +83,41 @@ class RecordLR(Callback):
         self.lr[trainer.step] = trainer.optimizer.param_groups[0]["lr"]
 
 
-def test_a_run_resumed_with_more_steps_anneals_to_the_new_end(tmp_path):
-    """Cosine annealing with ``T_max: ${optim.steps}``: extending ``optim.steps`` on resume
-    keeps the progress but takes the new ``T_max``, so the rate keeps falling to the new end
-    instead of climbing back up after the old one."""
-    cosine = [*PHASED[3:13], "optim=adam", "optim.lr=1e-2",
-              "+optim.phases.0.scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingLR",
-              "+optim.phases.0.scheduler._partial_=true", "+optim.phases.0.scheduler.T_max=${optim.steps}"]
+COSINE = [*PHASED[3:13], "optim=adam", "optim.lr=1e-2",
+          "+optim.phases.0.scheduler._target_=torch.optim.lr_scheduler.CosineAnnealingLR",
+          "+optim.phases.0.scheduler._partial_=true", "+optim.phases.0.scheduler.T_max=${optim.steps}"]
+
+
+@pytest.mark.parametrize("stop_at", [10, 20], ids=["mid-run", "finished"])
+def test_a_run_resumed_with_more_steps_follows_the_new_schedule(tmp_path, stop_at):
+    """Cosine annealing with ``T_max: ${optim.steps}``, 20 steps, then resumed with 40: from
+    the checkpoint's step on, the rates are those of a 40-step schedule (annealing to the new
+    end, neither restarting the cycle nor stuck at the old end's zero)."""
+    record = RecordLR()
+    if stop_at < 20:
+        with pytest.raises(Interrupted):
+            fit([*COSINE, "optim.steps=20"], tmp_path / "cut", callbacks=[SignalAt(stop_at)])
+    else:
+        fit([*COSINE, "optim.steps=20"], tmp_path / "cut")
+    state = checkpoint.load(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert state["step"] == stop_at
+    fit([*COSINE, "optim.steps=40"], tmp_path / "cut", resume=state, callbacks=[record])
+    reference = RecordLR()
+    fit([*COSINE, "optim.steps=40"], tmp_path / "full", callbacks=[reference])
+    steps = sorted(record.lr)
+    assert steps[0] == stop_at + 1 and steps[-1] == 40
+    assert [record.lr[k] for k in steps] == pytest.approx([reference.lr[k] for k in steps], rel=1e-12)
+    assert record.lr[40] < 1e-6 < record.lr[stop_at + 1]
+
+
+def test_a_resumed_run_takes_a_new_learning_rate(tmp_path):
     with pytest.raises(Interrupted):
-        fit([*cosine, "optim.steps=20"], tmp_path, callbacks=[SignalAt(10)])
+        fit([*COSINE, "optim.steps=20"], tmp_path, callbacks=[SignalAt(10)])
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     record = RecordLR()
-    fit([*cosine, "optim.steps=40"], tmp_path, resume=state, callbacks=[record])
-    steps = sorted(record.lr)
-    assert steps[0] == 11 and steps[-1] == 40
-    lrs = [record.lr[k] for k in steps]
-    assert all(b <= a for a, b in zip(lrs, lrs[1:]))  # no restart of the cycle
-    assert lrs[-1] < 1e-3 * 1e-2 and lrs[0] > 0.3e-2
+    fit([*COSINE, "optim.steps=20", "optim.lr=2e-2"], tmp_path, resume=state, callbacks=[record])
+    expected = 0.5 * 2e-2 * (1 + math.cos(math.pi * 11 / 20))
+    assert record.lr[11] == pytest.approx(expected, rel=1e-9)
 
 
 def test_sigterm_from_outside_leaves_a_resumable_checkpoint(tmp_path):

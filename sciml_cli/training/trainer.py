@@ -11,6 +11,7 @@ import math
 import random
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,18 +53,21 @@ class Interrupted(SciMLError):
         self.exit_code = 128 + signum
 
 
-#: scheduler hyperparameters that follow the config on resume (progress comes from the checkpoint)
-_SCHEDULER_HYPERPARAMETERS = ("T_max", "eta_min", "step_size", "gamma", "milestones", "total_iters",
-                              "start_factor", "end_factor", "power", "factor", "patience")
-
-
-def _restore_scheduler(scheduler: Any, saved: dict[str, Any]) -> None:
-    """Load a scheduler's state from a checkpoint but keep the hyperparameters it was built with
-    now, so that a run resumed with more ``optim.steps`` anneals to the new end (e.g. a
-    ``T_max: ${optim.steps}``) instead of restarting the cycle; unchanged, the two agree."""
-    configured = {k: v for k, v in vars(scheduler).items() if k in _SCHEDULER_HYPERPARAMETERS}
-    scheduler.load_state_dict(saved)
-    vars(scheduler).update(configured)
+def _restore_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Bring a scheduler built from the current config to the checkpoint's step by replaying it
+    from the start. Unchanged, this reproduces the original run's rates exactly (schedulers
+    compute each rate from the last by the same operations); with a changed config, e.g. more
+    ``optim.steps`` behind a cosine ``T_max: ${optim.steps}`` or another ``optim.lr``, the rate is
+    the one the new schedule has at this step, as if the run had been configured so from the
+    start (loading the saved state instead would keep the old ``T_max`` and restart the cycle).
+    """
+    # the rates the scheduler set when it was built (loading the optimiser replaced them)
+    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+        group["lr"] = lr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "scheduler.step() before optimizer.step()"
+        for _ in range(int(saved["last_epoch"])):
+            scheduler.step()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -203,7 +207,7 @@ class Trainer:
                     if pending_optim is not None:
                         self.optimizer.load_state_dict(pending_optim["optimizer"])
                         if self.scheduler is not None and pending_optim.get("scheduler") is not None:
-                            _restore_scheduler(self.scheduler, pending_optim["scheduler"])
+                            _restore_scheduler(self.scheduler, self.optimizer, pending_optim["scheduler"])
                         pending_optim = None
                     while self.phase_step < phase.steps:
                         self._train_step(phase)
