@@ -77,6 +77,8 @@ def test_shell_completion_completes_groups_through_the_dispatcher(sciml):
         ("resume=missing/last.pt", "resume", "no checkpoint at"),
         ("width", "width", "key=value"),
         ("optim=sgd optim.phases.0.optimizer.momentum=0", "optim.phases.0", "Nesterov momentum requires"),
+        ("+optim.phases.0.scheduler._target_=torch.optim.lr_scheduler.ReduceLROnPlateau "
+         "+optim.phases.0.scheduler._partial_=true", "optim.phases.0.scheduler", "needs a metric"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(sciml, override, key, hint):

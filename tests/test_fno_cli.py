@@ -35,6 +35,8 @@ def test_fno_burgers_train_eval_resolution_sweep_and_surrogate_solve(sciml):
     for label in ("best", "median", "worst"):
         assert (run / "plots" / f"eval_best_{label}_sample.png").is_file()
     assert (run / "plots" / "eval_best_histogram.png").is_file()
+    assert not (run / "plots" / "eval_best.png").exists()  # that is the single-field plot
+    assert not (run / "plots" / "eval_best_per_step.png").exists()  # one output snapshot only
     assert "resolution sweep" in proc.stdout and "baseline" in proc.stdout
 
     proc = sciml("solve", "problem=burgers", f"ckpt={run}", "n_samples=10", "repeats=1")

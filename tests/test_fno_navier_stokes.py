@@ -10,7 +10,7 @@ from conftest import only_run_dir
 from test_fno import Diffusion
 
 from sciml_cli.models.fno import FNO
-from sciml_cli.problems.base import SPLIT_SEEDS
+from sciml_cli.problems.base import SPLIT_SEEDS, OperatorData, Problem
 from sciml_cli.problems.navier_stokes import NavierStokes
 
 #: trajectories of a few seconds on one core: 4 records on a 32^2 solver grid, 2 in, 2 out
@@ -135,3 +135,49 @@ def test_autoregressive_fno_on_burgers_fails_before_any_work(sciml):
     assert proc.returncode == 2, proc.stderr
     assert "model.autoregressive" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+class TwoFields(Problem, OperatorData):
+    """Snapshots of two fields on a 1D grid: 3 records in, 2 out, channels (field 0, field 1)
+    per record; field 1 has a 10x larger scale and an offset, so per-field statistics matter."""
+
+    in_channels, out_channels, n_dims, step_channels = 6, 4, 1, 2
+
+    def solve(self, resolution=None, n_samples=1, seed=0):
+        raise NotImplementedError
+
+    def operator_pairs(self, split, n_samples, resolution=None):
+        g = torch.Generator().manual_seed(SPLIT_SEEDS[split])
+        n = resolution or 16
+        records = torch.randn(n_samples, 5, 2, n, generator=g) * torch.tensor([1.0, 10.0])[:, None] + torch.tensor([0.0, 3.0])[:, None]
+        records = records.flatten(1, 2)  # [N, 10, n]: record-major, field-minor
+        return records[:, :6], records[:, 6:], {"x": torch.arange(n) / n}
+
+
+def test_autoregressive_rollout_with_two_fields_per_snapshot():
+    problem = TwoFields()
+    model = FNO(problem, modes=4, width=8, n_layers=2, n_train=8, n_test=4, batch_size=4, autoregressive=True)
+    assert model.project[-1].out_features == 2
+    model.fit_normaliser(problem)
+    a, u, _ = problem.operator_pairs("train", 8)
+    fields = torch.cat([a, u], dim=1).unflatten(1, (-1, 2))  # [N, records, 2, n]
+    expected_mean = fields.transpose(1, 2).flatten(2).mean((0, 2))
+    torch.testing.assert_close(model.a_mean.float(), expected_mean.repeat(3), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.u_mean.float(), expected_mean.repeat(2), rtol=1e-5, atol=1e-5)
+    assert model(a).shape == u.shape
+    batch = model.batch(problem, 0, 0)
+    loss = model.loss(problem, batch)["data"]
+    with torch.no_grad():
+        pred = model(batch["a"])
+    per_snapshot = [torch.linalg.vector_norm((pred - batch["u"])[:, 2 * k:2 * k + 2].flatten(1), dim=1)
+                    / torch.linalg.vector_norm(batch["u"][:, 2 * k:2 * k + 2].flatten(1), dim=1) for k in range(2)]
+    torch.testing.assert_close(loss.detach(), (per_snapshot[0] + per_snapshot[1]).mean(), rtol=1e-4, atol=0)
+    evaluation = model.evaluate(problem)
+    assert evaluation.per_step.shape == (2,)
+
+
+def test_a_resolution_that_does_not_divide_the_solver_grid_is_a_config_error(tmp_path):
+    from sciml_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="resolution"):
+        small(tmp_path).operator_pairs("train", 2, resolution=12)

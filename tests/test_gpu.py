@@ -36,8 +36,11 @@ def test_autoregressive_fno_trains_under_bf16_autocast_on_cuda(sciml):
     proc = sciml("train", *on_cuda(TINY_NS), "trainer.amp=true", timeout=600)
     assert proc.returncode == 0, proc.stderr
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "navier_stokes-fno")
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert 0 < metrics["val/rel_l2"] < 1
+    proc = sciml("eval", f"run={run}", "device=cuda", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run / "eval.json").read_text())
+    # bf16 in the pointwise layers: learning, if less far than the float32 CPU test (0.7x)
+    assert result["metrics"]["rel_l2"] < result["baselines"]["persistence_rel_l2"]
 
 
 def test_a_cuda_run_resumes_to_the_same_step_count(sciml):

@@ -92,13 +92,13 @@ def task(cfg: DictConfig) -> dict:
             pngs.append(plotting.save(fig, run / "plots" / f"{name}_{label}_sample.png"))
         pngs.append(plotting.save(plotting.histogram_figure(errors, "relative L2 error per test sample"),
                                   run / "plots" / f"{name}_histogram.png"))
+    else:
+        fig = plotting.comparison_figure(evaluation.grid, evaluation.prediction, evaluation.reference, title=title)
+        pngs.append(plotting.save(fig, run / "plots" / f"{name}.png"))
     if evaluation.per_step is not None:
         result["per_step_rel_l2"] = evaluation.per_step.detach().cpu().tolist()
         pngs.append(plotting.save(plotting.rollout_figure(evaluation.per_step, "output snapshot"),
                                   run / "plots" / f"{name}_per_step.png"))
-    else:
-        fig = plotting.comparison_figure(evaluation.grid, evaluation.prediction, evaluation.reference, title=title)
-        pngs.append(plotting.save(fig, run / "plots" / f"{name}.png"))
     rundir.write_json(run / "eval.json", result)
 
     console = Console()

@@ -46,7 +46,10 @@ def _check_phases(cfg: DictConfig) -> None:
             optimizer = instantiate(phase.optimizer)([torch.nn.Parameter(torch.zeros(1))])
             if phase.get("scheduler") is not None:
                 key += ".scheduler"
-                instantiate(phase.scheduler)(optimizer)
+                scheduler = instantiate(phase.scheduler)(optimizer)
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    raise ValueError("ReduceLROnPlateau needs a metric at every step; the trainer "
+                                     "steps schedulers by optimiser step (use StepLR, CosineAnnealingLR, ...)")
         except Exception as err:
             cause = err.__cause__ or err
             raise ConfigError(key, str(cause).strip().splitlines()[0]) from None

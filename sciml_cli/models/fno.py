@@ -240,9 +240,10 @@ class FNO(Model):
         if autoregressive:
             step = getattr(problem, "step_channels", None)
             if not step or c_in % step or c_out % step:
-                raise ValueError(
-                    f"model.autoregressive: {type(problem).__name__}'s pairs are not consecutive "
-                    "snapshots (no step_channels), so they cannot be rolled out; set it to false")
+                why = ("are not consecutive snapshots (no step_channels)" if not step else
+                       f"have {c_in} -> {c_out} channels, not whole snapshots of {step}")
+                raise ValueError(f"model.autoregressive: {type(problem).__name__}'s pairs {why}, so they "
+                                 "cannot be rolled out; set it to false")
             self.step = int(step)
         self.autoregressive = bool(autoregressive)
         self.modes, self.width, self.padding, self.grid_channels = modes, width, padding, grid_channels

@@ -150,6 +150,10 @@ class OperatorData(ABC):
     #: (``a`` the first ``C_in / step_channels`` records, ``u`` the following ones), so that a
     #: model may predict ``u`` autoregressively; ``None`` when they are not
     step_channels: int | None = None
+    #: share of :meth:`Problem.solve`'s work that maps ``a`` to ``u`` (below 1 when the solver
+    #: also produces the inputs, e.g. the first records of a trajectory); scales the reference
+    #: time when a surrogate is compared with the solver
+    output_work_fraction: float = 1.0
 
     @abstractmethod
     def operator_pairs(

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
+from ..errors import ConfigError
 from ..numerics.metrics import relative_l2
 from ..numerics.spectral import dealias_mask_2d, grf_2d, rfft_wavenumbers, wavenumbers
 from .base import SPLIT_SEEDS, OperatorData, Problem, Solution
@@ -320,6 +321,12 @@ class NavierStokes(Problem, OperatorData):
             raise ValueError(f"problem.t_in: must be below the {self.n_records} records to "
                              f"t_end={self.t_end:g}, got {self.t_in}")
 
+    @property
+    def output_work_fraction(self) -> float:
+        """Share of :meth:`solve`'s steps that produce ``u`` from ``a``: the rest integrates the
+        input records, which a surrogate is given."""
+        return self.out_channels / self.n_records
+
     def operator_fields(self, solution: Solution) -> tuple[Tensor, Tensor]:
         """``a = w(t_1 .. t_in)``, ``u = w(t_in+1 .. T)`` as ``[N, C, X, Y]``, one record per
         channel (the initial condition ``w(0)`` is not part of either)."""
@@ -333,7 +340,10 @@ class NavierStokes(Problem, OperatorData):
         from ..data.cache import load_dataset
 
         res = int(resolution or self.resolution)
-        self._check_resolution(res)
+        try:
+            self._check_resolution(res)
+        except ValueError as err:
+            raise ConfigError("resolution", str(err).removeprefix("resolution: ")) from None
         self._check_t_in()
         seed = SPLIT_SEEDS[split]
         generating = {
