@@ -65,6 +65,7 @@ def task(cfg: DictConfig) -> dict:
     state, problem, model, device = restore(path, cfg.device)
     with torch.no_grad():
         evaluation = model.evaluate(problem, resolution=cfg.resolution)
+        baselines = problem.baselines()  # of the data just evaluated, before the sweep loads more
         sweep = {int(r): model.evaluate(problem, resolution=int(r)).metrics for r in (cfg.resolutions or [])}
     result = {
         "run": str(run), "checkpoint": str(path), "step": state["step"],
@@ -72,7 +73,6 @@ def task(cfg: DictConfig) -> dict:
     }
     if sweep:
         result["resolution_sweep"] = sweep
-    baselines = problem.baselines()
     if baselines:
         result["baselines"] = baselines
     name = f"eval_{cfg.checkpoint}"
