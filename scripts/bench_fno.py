@@ -21,7 +21,7 @@ run, then median over runs (with min and max), from wall time and from process C
 (``time.process_time``, CPU device only: with one thread it hardly sees other processes competing
 for the cores); target < 5 %. s/epoch: per run the median window, then median over runs.
 ``warm-up s``: the first run's warm-up excess over a steady window; compiled, that run pays the
-compilation and later runs reuse dynamo's code (inductor leaves the complex einsum eager, with a
+compilation and later runs reuse dynamo's code (inductor leaves complex-valued ops eager, with a
 warning).
 
 * **samples/s**: pairs seen per epoch (``(n_train // batch_size) * batch_size``) / s per epoch.
