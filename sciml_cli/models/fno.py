@@ -124,12 +124,12 @@ class SpectralConv(nn.Module):
         ``[blocks, B, in, *modes]``, as one real batched matrix product over all kept modes.
 
         A complex batched product runs as a loop over its batch on some backends (on a CPU, a
-        few small products per mode, tens of thousands of ops per 2D layer); the real form
+        few small ops per kept mode: thousands per 2D layer); the real form
         ``[x_re, x_im] [[R_re, R_im], [-R_im, R_re]]`` is one ``bmm``.
         """
         k, batch, c_in = x.shape[:3]
         modes = x.shape[3:]
-        d, c_out, m = len(modes), self.out_channels, x[0, 0, 0].numel() * x.shape[0]
+        d, c_out, m = len(modes), self.out_channels, k * modes.numel()
         # [k, B, in, *modes, 2] -> [k, *modes, B, 2, in] -> [M, B, 2 in]
         xr = torch.view_as_real(x).permute(0, *range(3, 3 + d), 1, 3 + d, 2).reshape(m, batch, 2 * c_in)
         w_re, w_im = self.weight[..., 0], self.weight[..., 1]  # [k, in, out, *modes]
@@ -225,9 +225,8 @@ class FNO(Model):
     Inputs and outputs are normalised by per-channel mean and standard deviation over the train
     split (all samples and grid points); autoregressive, per field over all snapshots of ``a``
     and ``u`` alike, since predictions are fed back as inputs. Scalars per channel do not depend
-    on the grid, so the
-    same statistics serve evaluation at another resolution; the pointwise normaliser of Li et
-    al.'s code would not. They are buffers, so they travel in the checkpoint's ``state_dict``.
+    on the grid, so the same statistics serve evaluation at another resolution; the pointwise
+    normaliser of Li et al.'s code would not. They are buffers, so they travel in the checkpoint's ``state_dict``.
 
     Shapes: :meth:`forward` maps ``a`` ``[B, C_in, *S]`` to ``u`` ``[B, C_out, *S]`` with
     ``len(S) == n_dims``, in the problem's units.
