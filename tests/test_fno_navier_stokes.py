@@ -181,3 +181,10 @@ def test_a_resolution_that_does_not_divide_the_solver_grid_is_a_config_error(tmp
 
     with pytest.raises(ConfigError, match="resolution"):
         small(tmp_path).operator_pairs("train", 2, resolution=12)
+
+
+def test_reference_data_is_generated_in_float64_off_mps():
+    from sciml_cli.problems.base import float64_device
+
+    assert float64_device(torch.device("mps")) == torch.device("cpu")  # MPS has no float64
+    assert float64_device(torch.device("cuda", 1)) == torch.device("cuda", 1)

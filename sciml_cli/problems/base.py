@@ -131,6 +131,12 @@ class PhysicsResidual(ABC):
         """Reference solution on a tensor grid: ``(grid, u)`` with ``u`` shaped by the grid."""
 
 
+def float64_device(device: torch.device) -> torch.device:
+    """Where float64 reference data can be generated: ``device``, or the CPU for Apple's MPS,
+    which has no float64."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 #: seeds of the operator-data splits, disjoint so no test input was seen in training
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 

@@ -41,7 +41,7 @@ from ..constraints import PositiveFloat, PositiveInt
 from ..errors import ConfigError
 from ..numerics.metrics import relative_l2
 from ..numerics.spectral import dealias_mask, grf_1d, rfft_wavenumbers
-from .base import SPLIT_SEEDS, OperatorData, Problem, Solution
+from .base import SPLIT_SEEDS, OperatorData, Problem, Solution, float64_device
 
 #: Gaussian random field parameters ``(alpha, tau, sigma)`` of the FNO Burgers data: the ones
 #: Li et al. (2021) state in the paper, ``625 (-Laplacian + 25 I)^-2``, and the ones of the data
@@ -319,7 +319,7 @@ class Burgers(Problem, OperatorData):
                       "grf": self.grf, "fine_resolution": self.fine_resolution, "dt": self.dt,
                       "n_samples": int(n_samples), "seed": seed, "dtype": "float64"}
         solver = Burgers(setup="fno", nu=self.nu, t_end=self.t_end, grf=self.grf,
-                         fine_resolution=self.fine_resolution, dt=self.dt).to(self.device, torch.float64)
+                         fine_resolution=self.fine_resolution, dt=self.dt).to(float64_device(self.device), torch.float64)
         data = load_dataset(f"burgers-{split}", generating,
                             lambda: solver.solve(self.fine_resolution, int(n_samples), seed), Path(self.data_dir))
         nx = resolution or self.resolution

@@ -41,7 +41,7 @@ from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..errors import ConfigError
 from ..numerics.metrics import relative_l2
 from ..numerics.spectral import dealias_mask_2d, grf_2d, rfft_wavenumbers, wavenumbers
-from .base import SPLIT_SEEDS, OperatorData, Problem, Solution
+from .base import SPLIT_SEEDS, OperatorData, Problem, Solution, float64_device
 
 Scheme = Literal["cn_heun", "cn_euler"]
 
@@ -359,7 +359,7 @@ class NavierStokes(Problem, OperatorData):
             solver = NavierStokes(**{k: getattr(self, k) for k in (
                 "viscosity", "forcing_amplitude", "t_end", "record_every", "dt", "scheme",
                 "fine_resolution", "alpha", "tau", "sigma", "batch_size")}, resolution=res)
-            solution = solver.to(self.device, torch.float64).solve(res, int(n_samples), seed)
+            solution = solver.to(float64_device(self.device), torch.float64).solve(res, int(n_samples), seed)
             # float32 halves the file (1000 trajectories at 64^2: 0.8 GB); rounding is far
             # below any model's error
             solution.fields = {k: v.float() for k, v in solution.fields.items()}
