@@ -85,6 +85,8 @@ def instantiate(cfg: DictConfig, **runtime: Any) -> Any:
         if isinstance(cause, SciMLError):
             raise cause from None
         if isinstance(cause, (ValueError, TypeError)):
+            if re.match(r"^[\w.]+: ", str(cause)):  # the message names its key already
+                raise ConfigError("", str(cause)) from None
             target = str(cfg.get("_target_", "")).rpartition(".")[2]
             raise ConfigError("", f"{target}: {cause}") from None
         raise
@@ -149,6 +151,11 @@ def _check_target(raw: Mapping, node: Mapping, path: str) -> None:
         ]
         if missing:
             raise ConfigError(_join(path, missing[0]), f"required by {name} but not set")
+
+
+def literal_choices(hint: Any) -> list[Any]:
+    """The values of a ``Literal`` annotation (also inside ``Annotated`` or ``Optional``)."""
+    return _choices(hint) or []
 
 
 def _choices(hint: Any) -> list[Any] | None:

@@ -82,6 +82,26 @@ def field_figure(grid: dict[str, Tensor], field: Tensor, title: str = ""):
     return fig
 
 
+def slices_figure(grid: dict[str, Tensor], prediction: Tensor, reference: Tensor,
+                  fractions: Sequence[float] = (0.25, 0.5, 0.75), title: str = ""):
+    """Prediction against reference along the first coordinate at a few values of the second
+    (for ``(x, t)`` fields ``[X, T]``: slices in time, as Raissi et al. 2019 show Burgers)."""
+    (xname, x), (tname, t) = list(grid.items())[:2]
+    x, t, pred, ref = _np(x), _np(t), _np(prediction), _np(reference)
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 3.4), constrained_layout=True,
+                             sharey=True)
+    for ax, f in zip(np.atleast_1d(axes), fractions):
+        k = int(np.argmin(np.abs(t - (t[0] + f * (t[-1] - t[0])))))
+        ax.plot(x, ref[:, k], "b-", lw=2, label="reference")
+        ax.plot(x, pred[:, k], "r--", lw=2, label="prediction")
+        ax.set_title(f"{tname} = {t[k]:.2f}")
+        ax.set_xlabel(xname)
+    np.atleast_1d(axes)[0].legend()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def histogram_figure(values: Tensor, xlabel: str):
     v = _np(values).ravel()
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)

@@ -49,7 +49,7 @@ def accuracy(args: argparse.Namespace, device: torch.device) -> list[dict]:
     rows = []
     for grf in ("released", "paper"):
         problem = Burgers(grf=grf, fine_resolution=args.fine_resolution).to(device, torch.float64)
-        u0 = problem.sample_initial(16, seed=0)
+        u0 = problem.random_initial_conditions(16, seed=0)
         ref = problem.evolve(u0, problem.t_end, dt=args.dt / 16)
         for factor in (4, 2, 1, 0.5):
             dt = args.dt * factor

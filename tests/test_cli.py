@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from conftest import ROOT, TINY, only_run_dir
 
 from sciml_cli.data.hdf5 import read_solution
+from sciml_cli.training import checkpoint
 
 
 def test_help_lists_commands_without_importing_torch():
@@ -68,7 +70,9 @@ def test_shell_completion_completes_groups_through_the_dispatcher(sciml):
         ("optim.steps=0", "optim.steps", "> 0"),
         ("model.width=wide", "model.width", "integer"),
         ("model.depth=-2", "model.depth", "> 0"),
-        ("model.activation=swish", "model.activation", "tanh, sigmoid, relu, prelu, elu, softplus, arctan, identity"),
+        ("model.activation=swish", "model.activation", "tanh, sin, sigmoid, softplus, arctan, elu, relu, prelu, identity"),
+        ("model.learn={nu:0.0} model.n_observations=10", "model.learn", "no coefficient 'nu' (coefficients: kappa)"),
+        ("model.hard_constraints=true problem=burgers problem.setup=fno", "problem", "offers operator data"),
         ("model.widht=3", "model.widht", "valid: width, depth"),
         ("trainer.dtype=float16", "trainer.dtype", "float32, float64"),
         ("trainer.device=tpu", "trainer.device", "valid: auto"),
@@ -180,14 +184,29 @@ def test_sweep_runs_each_job_and_writes_a_ranked_summary(sciml):
     proc = sciml("sweep", *TINY, "model.width=4,16")
     assert proc.returncode == 0, proc.stderr
     sweep = only_run_dir(sciml.cwd / "outputs" / "sweep")
-    rows = (sweep / "summary.csv").read_text().strip().splitlines()
-    assert rows[0].startswith("rank,job,overrides,status,metric,value")
-    assert len(rows) == 3
-    values = [float(r.split(",")[5]) for r in rows[1:]]
-    assert values == sorted(values)
-    assert all(",finished," in r for r in rows[1:])
-    assert (sweep / "0" / "checkpoints" / "best.pt").is_file() and (sweep / "1" / "metrics.json").is_file()
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and [r["rank"] for r in rows] == ["1", "2"]
+    values = [float(r["value"]) for r in rows]
+    assert values == sorted(values) and all(r["direction"] == "minimize" for r in rows)
+    assert all(r["status"] == "finished" and r["metric"] == "rel_l2" for r in rows)
+    for r in rows:  # each row is its job's own result
+        metrics = json.loads((sciml.cwd / r["dir"] / "metrics.json").read_text())
+        assert metrics["val/rel_l2"] == float(r["value"])
+        assert checkpoint.load(sciml.cwd / r["dir"] / "checkpoints" / "best.pt")["best"] == float(r["best"])
     assert "ranked by validation rel_l2" in proc.stdout
+
+
+def test_sweep_ranking_follows_the_metric_direction(tmp_path):
+    from sciml_cli.commands.sweep import summarise
+
+    for job, value in enumerate([20.0, 31.5, 25.0]):  # e.g. PSNR: higher is better
+        (tmp_path / str(job)).mkdir()
+        (tmp_path / str(job) / "metrics.json").write_text(json.dumps(
+            {"status": "finished", "val_metric": "psnr", "val_direction": "maximize", "val/psnr": value}))
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "metrics.json").write_text(json.dumps({"status": "failed", "error": "NaN"}))
+    assert [r["job"] for r in summarise(tmp_path)] == [1, 2, 0, 3]
 
 
 def test_sweep_checks_every_job_before_running_any(sciml):

@@ -20,13 +20,25 @@ def heat():
 
 def test_exact_solution_satisfies_the_pde_and_conditions(heat):
     pts = heat.sample_interior(512, seed=0)
-    assert heat.residual(lambda p: heat.exact(p[:, :1], p[:, 1:]), pts).abs().max() < 1e-10
+    exact = lambda p: heat.exact(p[:, :1], p[:, 1:])  # noqa: E731
+    assert heat.residual_of(exact, pts).abs().max() < 1e-10
+    # a wrong diffusivity leaves a residual: the check can fail
+    assert heat.residual_of(exact, pts, {"kappa": 0.11}).abs().max() > 1e-2
     ic = heat.sample_initial(64, seed=1)
     bc = heat.sample_boundary(64, seed=2)
-    exact = lambda p: heat.exact(p[:, :1], p[:, 1:])  # noqa: E731
-    assert heat.initial_residual(exact, ic).abs().max() < 1e-14
-    assert heat.boundary_residual(exact, bc).abs().max() < 1e-14
+    assert heat.initial_residual(exact(ic), ic).abs().max() < 1e-14
+    assert heat.boundary_residual(exact(bc), bc).abs().max() < 1e-14
     assert set(bc[:, 0].tolist()) == {0.0, 1.0}
+
+
+def test_constraint_transform_meets_the_conditions_for_any_network(heat):
+    ic, bc = heat.sample_initial(64, seed=1), heat.sample_boundary(64, seed=2)
+    net = lambda p: torch.sin(3 * p[:, :1] + 2 * p[:, 1:]) + 5  # noqa: E731  (arbitrary, non-zero)
+    for pts, check in ((ic, heat.initial_residual), (bc, heat.boundary_residual)):
+        g, phi = heat.constraint(pts)
+        assert check(g + phi * net(pts), pts).abs().max() < 1e-14
+    g, phi = heat.constraint(heat.sample_interior(64, seed=3))
+    assert phi.abs().min() > 0  # free in the interior
 
 
 def test_sampling_is_seeded_and_inside_the_domain(heat):

@@ -126,22 +126,58 @@ def _first(err: BaseException) -> str:
 
 
 def check_compatible(cfg: DictConfig) -> None:
-    """The model's view must be offered by the problem; else name the problems that fit."""
-    model_cls = config.import_target(cfg.model._target_, "model._target_")
-    problem_cls = config.import_target(cfg.problem._target_, "problem._target_")
-    view = getattr(model_cls, "view", None)
-    if view is None or issubclass(problem_cls, view):
-        return
+    """The built problem must offer every view the model requires; else name the problem
+    configs that would (found by building each problem config, and each alternative value of
+    its ``Literal`` arguments such as ``burgers problem.setup=raissi``, never from a table).
+    Problems are cheap to build: no data is made until a model asks for it."""
     from ..problems.base import view_name
+
+    model_cls = config.import_target(cfg.model._target_, "model._target_")
+    requires = tuple(getattr(model_cls, "requires", ()))
+    problem = config.instantiate(cfg.problem)
+    missing = [v for v in requires if v not in problem.views()]
+    if not missing:
+        config.instantiate(cfg.model, problem=problem)  # the model's own checks, before any work
+        return
+    names = " and ".join(f"the {view_name(v)} view" for v in requires)
+    offered = ", ".join(view_name(v) for v in problem.views()) or "no view"
+    raise ConfigError(
+        "problem", f"{model_cls.__name__} needs {names}; this {type(problem).__name__} offers "
+        f"{offered}. Problems that fit", _fitting_problems(cfg, requires))
+
+
+def _fitting_problems(cfg: DictConfig, requires: tuple[type, ...]) -> list[str]:
+    import inspect
+    import typing
 
     fits = []
     for name in config.group_options("problem"):
-        target = OmegaConf.load(config.config_dir() / "problem" / f"{name}.yaml").get("_target_")
-        if target and issubclass(config.import_target(target, f"problem={name}"), view):
-            fits.append(name)
-    raise ConfigError(
-        "problem", f"{problem_cls.__name__} does not offer the {view_name(view)} view that "
-        f"{model_cls.__name__} needs; problems that do", fits)
+        base = OmegaConf.merge({"paths": cfg.get("paths", {})},
+                               {"problem": OmegaConf.load(config.config_dir() / "problem" / f"{name}.yaml")})
+        node = base.problem
+        try:
+            cls = config.import_target(node._target_, f"problem={name}")
+        except ConfigError:
+            continue
+        variants: list[tuple[str, Any]] = [("", None)]
+        hints = typing.get_type_hints(cls.__init__, include_extras=True)
+        for arg in inspect.signature(cls).parameters:
+            for value in config.literal_choices(hints.get(arg)):
+                if value is not None and value != node.get(arg):
+                    variants.append((arg, value))
+        for arg, value in variants:
+            candidate = node.copy()
+            if arg:
+                candidate[arg] = value
+            try:
+                problem = config.instantiate(candidate)
+            except (SciMLError, ValueError, TypeError):
+                continue
+            if all(v in problem.views() for v in requires):
+                fits.append(name if not arg else f"{name} problem.{arg}={value}")
+                if not arg:
+                    break  # the default fits: its variants need no mention
+    return fits
 
 
 # -- running a Hydra app ----------------------------------------------------------------------

@@ -77,28 +77,13 @@ def task(cfg: DictConfig) -> dict:
         result["baselines"] = baselines
     name = f"eval_{cfg.checkpoint}"
     title = f"{cfg.checkpoint}.pt, step {state['step']}"
-    pngs = []
     if evaluation.per_sample is not None and evaluation.per_sample.numel() > 1:
-        errors = evaluation.per_sample.detach().cpu()
-        result["per_sample_rel_l2"] = errors.tolist()
-        order = torch.argsort(errors)
-        picks = {"best": order[0], "median": order[len(order) // 2], "worst": order[-1]}
-        # [C, *S] per sample: the plot shows the last channel (for snapshots, the latest time)
-        channels = evaluation.prediction.shape[1] if evaluation.prediction.ndim == 2 + len(evaluation.grid) else 1
-        shown = f" (last of {channels} output channels)" if channels > 1 else ""
-        for label, i in picks.items():
-            fig = plotting.comparison_figure(evaluation.grid, evaluation.prediction[i], evaluation.reference[i],
-                                             title=f"{title}: {label} test sample {int(i)}, rel-L2 {errors[i]:.2e}{shown}")
-            pngs.append(plotting.save(fig, run / "plots" / f"{name}_{label}_sample.png"))
-        pngs.append(plotting.save(plotting.histogram_figure(errors, "relative L2 error per test sample"),
-                                  run / "plots" / f"{name}_histogram.png"))
-    else:
-        fig = plotting.comparison_figure(evaluation.grid, evaluation.prediction, evaluation.reference, title=title)
-        pngs.append(plotting.save(fig, run / "plots" / f"{name}.png"))
+        result["per_sample_rel_l2"] = evaluation.per_sample.detach().cpu().tolist()
     if evaluation.per_step is not None:
         result["per_step_rel_l2"] = evaluation.per_step.detach().cpu().tolist()
-        pngs.append(plotting.save(plotting.rollout_figure(evaluation.per_step, "output snapshot"),
-                                  run / "plots" / f"{name}_per_step.png"))
+    # the model says what to draw: what its evaluation means is its own business
+    pngs = [plotting.save(fig, run / "plots" / (f"{name}_{key}.png" if key else f"{name}.png"))
+            for key, fig in model.figures(problem, evaluation, title).items()]
     rundir.write_json(run / "eval.json", result)
 
     console = Console()

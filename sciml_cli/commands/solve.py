@@ -47,18 +47,17 @@ def _timed(fn, device, repeats: int):
 
 
 def compare_surrogate(cfg: DictConfig) -> dict:
-    """Run a trained operator and the reference solver on the same fresh instances.
+    """Run a trained model and the reference solver on the same fresh instances; the model
+    says how it predicts the solver's output (:meth:`Model.surrogate`).
 
     ``speedup`` compares the surrogate with the share of the solver's time that maps ``a`` to
-    ``u`` (the problem's ``output_work_fraction``; all of it unless the solver also computes
-    the inputs, as the first records of a Navier–Stokes trajectory)."""
-    import torch
+    ``u`` (an operator problem's ``output_work_fraction``; all of it unless the solver also
+    computes the inputs, as the first records of a Navier–Stokes trajectory)."""
     from rich.console import Console
     from rich.table import Table
 
     from ..errors import ConfigError
     from ..numerics.metrics import relative_l2
-    from ..problems.base import OperatorData
     from .eval import restore
 
     run = Path(str(cfg.ckpt))
@@ -66,36 +65,25 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     if not path.is_file():
         raise ConfigError("ckpt", f"no checkpoints/best.pt in {run}")
     state, problem, model, device = restore(path, cfg.device)
-    if not isinstance(problem, OperatorData):
-        raise ConfigError("ckpt", f"{type(problem).__name__} offers no operator data; a surrogate comparison needs an operator model")
     seed = FRESH_SEED_OFFSET + int(cfg.seed)
     from ..training.trainer import DTYPES
 
-    model_dtype = next(model.parameters()).dtype
     problem.to(device, DTYPES[cfg.dtype])  # the reference runs in solve's dtype (float64 by default)
-    resolution = cfg.resolution or getattr(model, "resolution", None) or problem.resolution
-    t_ref, solution = _timed(lambda: problem.solve(resolution=resolution, n_samples=cfg.n_samples, seed=seed),
-                             device, cfg.repeats)
+    resolution = cfg.resolution or model.surrogate_resolution(problem)
     try:
-        a, u = problem.operator_fields(solution)
-    except ValueError as err:
+        t_ref, solution = _timed(lambda: problem.solve(resolution=resolution, n_samples=cfg.n_samples, seed=seed),
+                                 device, cfg.repeats)
+        surrogate, u = model.surrogate(problem, solution, cfg.batch_size)
+    except (ValueError, NotImplementedError) as err:
         raise ConfigError("ckpt", str(err)) from None
-    a, u = a.to(model_dtype), u.to(model_dtype)
-    # the spatial axes: a solver's grid may also have time (t, x, y)
-    grid = {k: g.to(model_dtype) for k, g in list(solution.grid.items())[-problem.n_dims:]}
-    batch = cfg.batch_size or getattr(model, "batch_size", len(a))
-
-    def surrogate():
-        with torch.no_grad():
-            return torch.cat([model(a[i:i + batch], grid) for i in range(0, len(a), batch)])
-
     t_model, pred = _timed(surrogate, device, cfg.repeats)
     errors = relative_l2(pred.flatten(1).double(), u.flatten(1).double())
     # the part of the solver's time that maps a to u (steps cost alike, so a share of steps)
-    fraction = float(problem.output_work_fraction)
+    fraction = float(getattr(problem, "output_work_fraction", 1.0))
     result = {
         "run": str(run), "device": str(device), "n_samples": int(cfg.n_samples), "seed": seed,
-        "resolution": int(resolution), "batch_size": int(batch), "reference_s": t_ref,
+        "resolution": int(resolution), **({"batch_size": int(cfg.batch_size)} if cfg.batch_size else {}),
+        "reference_s": t_ref,
         **({"reference_output_share": fraction} if fraction < 1 else {}),
         "surrogate_s": t_model, "speedup": fraction * t_ref / t_model, "rel_l2_mean": errors.mean().item(),
         "rel_l2_max": errors.max().item(),
@@ -112,6 +100,9 @@ def compare_surrogate(cfg: DictConfig) -> dict:
 
 @reporting
 def task(cfg: DictConfig) -> None:
+    from .. import progress
+
+    progress.enable(cfg.get("progress") not in (None, False))  # `progress=null`: no bars
     import torch
     from hydra.core.hydra_config import HydraConfig
     from rich.console import Console

@@ -19,7 +19,8 @@ from .train import task
 
 
 def summarise(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job directory of ``sweep_dir``, best validation metric first, failures last."""
+    """One row per job directory of ``sweep_dir``, best validation metric first (in the
+    problem's direction), failures last."""
     rows = []
     for job in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()),
                       key=lambda p: int(p.name)):
@@ -31,6 +32,7 @@ def summarise(sweep_dir: Path) -> list[dict[str, Any]]:
         value = metrics.get(f"val/{name}")
         rows.append({
             "job": int(job.name),
+            "direction": metrics.get("val_direction", "minimize"),
             "overrides": " ".join(str(o) for o in overrides),
             "status": metrics.get("status"),
             "metric": name,
@@ -43,7 +45,9 @@ def summarise(sweep_dir: Path) -> list[dict[str, Any]]:
             "error": metrics.get("error", ""),
         })
     ok = lambda r: isinstance(r["value"], (int, float)) and math.isfinite(r["value"])  # noqa: E731
-    rows.sort(key=lambda r: (not ok(r), r["value"] if ok(r) else 0.0, r["job"]))
+    # the problem's metric direction: errors rank lowest first, PSNR highest first
+    sign = lambda r: -1.0 if r["direction"] == "maximize" else 1.0  # noqa: E731
+    rows.sort(key=lambda r: (not ok(r), sign(r) * r["value"] if ok(r) else 0.0, r["job"]))
     return rows
 
 
@@ -51,7 +55,7 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     from ..training.checkpoint import atomic_write
 
     rows = summarise(sweep_dir)
-    fields = ["rank", "job", "overrides", "status", "metric", "value", "best", "loss", "steps",
+    fields = ["rank", "job", "overrides", "status", "metric", "direction", "value", "best", "loss", "steps",
               "wall_time_s", "dir", "error"]
 
     def write(tmp: str) -> None:

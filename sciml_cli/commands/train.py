@@ -138,7 +138,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
         plotting.save(plotting.comparison_figure(ev.grid, ev.prediction, ev.reference,
                                                  title=f"step {trainer.step}"), run_dir / "plots" / "prediction.png")
     plotting.save(plotting.loss_figure(trainer.history), run_dir / "plots" / "loss.png")
-    metrics = {"status": "finished", "val_metric": problem.val_metric, **summary}
+    metrics = {"status": "finished", "val_metric": problem.val_metric, "val_direction": problem.val_direction, **summary}
     rundir.write_json(run_dir / "metrics.json", metrics)
     rundir.write_json(run_dir / "run.json", {**info, "status": "finished", "wall_time_s": summary["wall_time_s"]})
     return metrics
@@ -146,7 +146,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
 
 def task(cfg: DictConfig) -> float | None:
     """The Hydra task of ``train`` and of every ``sweep`` job; returns the validation metric
-    (what a sweeper such as Optuna minimises)."""
+    (what a sweeper such as Optuna optimises, in the problem's ``val_direction``)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import progress
 from ..errors import SciMLError
 from ..problems.base import Solution
 from .hdf5 import read_solution, verify_file, write_solution
@@ -190,7 +191,11 @@ def cached_solution(
             return path
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
             stale.unlink(missing_ok=True)
-        solution = make()
+        n = config.get("n_samples")
+        label = f"generating {name}" + (f" ({n} samples)" if n else "")
+        # shown at once: generating is slow work, and a solver's own bar joins it as a second line
+        with progress.track_steps(None, label, delay=0):
+            solution = make()
         write_solution(path, solution, {
             **(attrs or {}), "problem": name, "dataset_key": key,
             "generating_config": canonical_json(config), "cache_version": CACHE_VERSION,

@@ -1,24 +1,37 @@
-"""The contract between a model, its problem and the trainer."""
+"""The contract between a method, its problem, the trainer and the commands.
+
+A *method* (PINN, FNO, ...) is a :class:`Model`: it names the problem views it requires, builds
+its network from ``sciml_cli.nn``, and owns its objective, its data and its evaluation. Nothing
+outside the method knows its call convention:
+
+- the trainer calls :meth:`Model.batch`, :meth:`Model.loss` (named, unweighted terms, weighted
+  by :attr:`Model.loss_weights` and summed), :meth:`Model.evaluate` and :meth:`Model.scalars`;
+- ``sciml eval`` calls :meth:`Model.evaluate` and :meth:`Model.figures`;
+- ``sciml solve ckpt=`` calls :meth:`Model.surrogate` to predict what the reference solver
+  computed on fresh instances.
+"""
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from ..problems.base import Evaluation, Problem
+from ..problems.base import Evaluation, Problem, Solution
 
 
 class Model(nn.Module):
-    """A learnable model that owns its objective.
+    """A learnable method that owns its objective.
 
-    The trainer only calls :meth:`batch`, :meth:`loss` and :meth:`evaluate`, weights the named
-    loss terms with :attr:`loss_weights` and sums them; it never looks at the model's type.
+    The trainer never looks at the model's type. Constructors take the built ``problem`` first
+    (so layers can be sized from what the problem declares, without generating data), then the
+    YAML keys of ``configs/model/<name>.yaml``.
     """
 
-    #: the problem view this model needs (a class from ``problems.base``)
-    view: ClassVar[type]
+    #: the problem views this model needs, all of them (classes from ``problems.base``)
+    requires: ClassVar[tuple[type, ...]]
 
     def __init__(self, loss_weights: dict[str, float] | None = None) -> None:
         super().__init__()
@@ -26,8 +39,9 @@ class Model(nn.Module):
 
     @abstractmethod
     def batch(self, problem: Problem, step: int, seed: int) -> dict[str, Tensor]:
-        """The training data of ``step``; a pure function of ``(step, seed)`` so resumed runs
-        see exactly the batches an uninterrupted run would have seen."""
+        """The training data of ``step``: a pure function of ``(step, seed)`` and of the
+        model's state (which the checkpoint carries), so resumed runs see exactly the batches
+        an uninterrupted run would have seen."""
 
     @abstractmethod
     def loss(self, problem: Problem, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -35,9 +49,33 @@ class Model(nn.Module):
 
     @abstractmethod
     def evaluate(self, problem: Problem, resolution: int | None = None, split: str = "test") -> Evaluation:
-        """Prediction against the problem's reference, with metrics. The trainer validates on
-        ``split="val"``; ``sciml eval`` scores ``"test"``. Models whose reference is exact
-        (e.g. a PINN against a closed-form solution) may ignore ``split``."""
+        """Prediction against the problem's reference, with metrics (the problem's
+        ``val_metric`` among them). The trainer validates on ``split="val"``; ``sciml eval``
+        scores ``"test"``. Models whose reference is exact may ignore ``split``."""
+
+    def scalars(self) -> dict[str, float]:
+        """Values logged with the loss terms at every log step (e.g. learned coefficients)."""
+        return {}
+
+    def figures(self, problem: Problem, evaluation: Evaluation, title: str) -> dict[str, Any]:
+        """Matplotlib figures of an evaluation, by name (``sciml eval`` writes each as
+        ``plots/eval_<checkpoint>[_<name>].png``; the empty name is the main figure). Default:
+        reference, prediction and error side by side."""
+        from .. import plotting
+
+        return {"": plotting.comparison_figure(evaluation.grid, evaluation.prediction, evaluation.reference,
+                                               title=title)}
+
+    def surrogate(self, problem: Problem, solution: Solution, batch_size: int | None = None
+                  ) -> tuple[Callable[[], Tensor], Tensor]:
+        """``(predict, reference)`` for comparing the model with the reference solver on
+        ``solution`` (fresh instances from ``problem.solve``): ``predict()`` returns the model's
+        prediction of ``reference`` (same shape, samples first) and is what gets timed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stand in for {type(problem).__name__}'s solver")
+
+    def surrogate_resolution(self, problem: Problem) -> int | None:
+        """The resolution at which to run the reference solver for :meth:`surrogate`."""
+        return getattr(problem, "resolution", None)
 
     def extra_state(self) -> dict[str, Any]:
         """Plain values evaluation needs besides the weights (e.g. normalisation statistics)."""

@@ -23,8 +23,7 @@ With ``autoregressive`` (Li et al.'s FNO-2D for Navier–Stokes) the network map
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -32,8 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..constraints import NonNegativeInt, PositiveInt
+from ..nn import FourierLayer, pointwise
 from ..numerics.metrics import relative_l2
-from ..problems.base import Evaluation, OperatorData
+from ..problems.base import Evaluation, OperatorData, Solution
 from .base import Model
 
 Activation = Literal["gelu", "relu", "tanh", "silu"]
@@ -42,126 +42,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "ta
 
 #: hidden units of the projection Q, as in the reference implementation of Li et al. (2021)
 PROJECTION_WIDTH = 128
-
-
-def _pointwise(linear: nn.Linear, v: Tensor) -> Tensor:
-    """Apply ``linear`` to the channel axis 1 of ``v`` ``[B, C, *S]``: a 1x1 convolution."""
-    return linear(v.movedim(1, -1)).movedim(-1, 1)
-
-
-class SpectralConv(nn.Module):
-    """The Fourier integral operator ``v -> F^{-1}(R . F v)`` on the last ``n_dims`` axes.
-
-    Parameters
-    ----------
-    in_channels, out_channels
-        Channels of the input ``[B, in_channels, *S]`` and the output ``[B, out_channels, *S]``.
-    modes
-        Fourier modes kept per axis. Along the last axis (the real FFT's half spectrum) these are
-        the frequencies ``0 .. modes-1``; along each other axis both the non-negative block
-        ``0 .. modes-1`` and the negative block ``-modes .. -1``, as in Li et al. (2021), so in
-        2D there are two weight blocks.
-    n_dims
-        Number of spatial axes ``d`` (1 or 2; the code is written for any ``d``).
-
-    Notes
-    -----
-    A grid of ``n`` points resolves frequencies up to ``n // 2`` (Nyquist); the real FFT of the
-    last axis has ``n // 2 + 1`` coefficients, so ``modes <= n // 2 + 1`` there, and the two
-    blocks of a full-FFT axis do not overlap only if ``2 * modes <= n``. A resolution that is too
-    small raises ``ValueError`` naming ``model.modes``. For the output to be the same function
-    at every resolution, the kept modes must also stay strictly below Nyquist on the coarsest
-    grid used (``modes <= n // 2``): the Nyquist coefficient is real on one grid and an ordinary
-    complex coefficient on a finer one. Under these conditions the layer is exact on
-    band-limited input whose frequencies are all resolved: ``rfftn`` returns ``n`` times the
-    Fourier coefficients and ``irfftn`` divides by ``n``, so sampling commutes with the layer.
-
-    The weights are stored as real tensors with a trailing axis of 2 (real, imaginary) and viewed
-    as complex in :meth:`forward`: ``nn.Module.to(float64)`` would otherwise cast a complex
-    parameter to a real one and drop its imaginary part.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, modes: int, n_dims: int) -> None:
-        super().__init__()
-        self.in_channels, self.out_channels, self.modes, self.n_dims = in_channels, out_channels, modes, n_dims
-        signs = [(slice(0, modes), slice(-modes, None))] * (n_dims - 1) + [(slice(0, modes),)]
-        #: one tuple of slices per weight block, indexing the trailing ``d`` spectral axes
-        self.blocks = list(itertools.product(*signs))
-        # Li et al. (2021): uniform on [0, 1) in real and imaginary parts, scaled by 1/(in*out)
-        scale = 1.0 / (in_channels * out_channels)
-        shape = (len(self.blocks), in_channels, out_channels, *([modes] * n_dims), 2)
-        self.weight = nn.Parameter(scale * torch.rand(shape))
-
-    def check_resolution(self, shape: Sequence[int]) -> None:
-        """Raise ``ValueError`` if the spatial ``shape`` cannot hold :attr:`modes` modes."""
-        *full, last = shape
-        m = self.modes
-        if last // 2 + 1 < m or any(2 * m > n for n in full):
-            need = f"{2 * m} points" if full else f"{2 * m - 2} points"
-            raise ValueError(
-                f"model.modes: {m} Fourier modes need at least {need} per axis "
-                f"(Nyquist), but the grid (with padding) has {tuple(shape)}; lower model.modes or "
-                "raise the resolution")
-
-    def forward(self, v: Tensor) -> Tensor:
-        """``[B, in_channels, *S]`` -> ``[B, out_channels, *S]`` with ``len(S) == n_dims``."""
-        shape = v.shape[-self.n_dims:]
-        self.check_resolution(shape)
-        axes = tuple(range(-self.n_dims, 0))
-        # under mixed precision the spectral path stays in the weights' precision: there is no
-        # bfloat16 FFT, and half-precision cuFFT takes power-of-two sizes only
-        with torch.autocast(v.device.type, enabled=False):
-            v_hat = torch.fft.rfftn(v.to(self.weight.dtype), dim=axes)  # [B, in, *S[:-1], S[-1] // 2 + 1]
-            indices = [(slice(None), slice(None), *block) for block in self.blocks]
-            mixed = self._mix(torch.stack([v_hat[index] for index in indices]))  # [blocks, B, out, *modes]
-            out = v_hat.new_zeros(v.shape[0], self.out_channels, *v_hat.shape[2:])
-            for b, index in enumerate(indices):
-                out[index] = mixed[b]
-            return torch.fft.irfftn(out, s=shape, dim=axes)
-
-    def _mix(self, x: Tensor) -> Tensor:
-        """``y[k, b, o, m] = sum_i x[k, b, i, m] R[k, i, o, m]`` for complex ``x``
-        ``[blocks, B, in, *modes]``, as one real batched matrix product over all kept modes.
-
-        A complex batched product runs as a loop over its batch on some backends (on a CPU, a
-        few small ops per kept mode: thousands per 2D layer); the real form
-        ``[x_re, x_im] [[R_re, R_im], [-R_im, R_re]]`` is one ``bmm``.
-        """
-        k, batch, c_in = x.shape[:3]
-        modes = x.shape[3:]
-        d, c_out, m = len(modes), self.out_channels, k * modes.numel()
-        # [k, B, in, *modes, 2] -> [k, *modes, B, 2, in] -> [M, B, 2 in]
-        xr = torch.view_as_real(x).permute(0, *range(3, 3 + d), 1, 3 + d, 2).reshape(m, batch, 2 * c_in)
-        w_re, w_im = self.weight[..., 0], self.weight[..., 1]  # [k, in, out, *modes]
-        w = torch.cat([torch.cat([w_re, w_im], dim=2), torch.cat([-w_im, w_re], dim=2)], dim=1)
-        w = w.permute(0, *range(3, 3 + d), 1, 2).reshape(m, 2 * c_in, 2 * c_out)  # [M, 2 in, 2 out]
-        y = torch.bmm(xr, w)  # [M, B, 2 out]
-        # -> [k, *modes, B, 2, out] -> [k, B, out, *modes, 2]
-        y = y.reshape(k, *modes, batch, 2, c_out).permute(0, 1 + d, 3 + d, *range(1, 1 + d), 2 + d)
-        return torch.view_as_complex(y.contiguous())
-
-
-class FourierLayer(nn.Module):
-    """``v -> W v + F^{-1}(R . F v)``: a spectral convolution plus a pointwise linear path.
-
-    The activation is applied by the caller, so a layer on its own is linear and, for
-    band-limited input and ``modes`` below Nyquist, commutes with sampling exactly.
-
-    Parameters
-    ----------
-    width
-        Channels ``C`` in and out; input and output are ``[B, C, *S]``.
-    modes, n_dims
-        See :class:`SpectralConv`.
-    """
-
-    def __init__(self, width: int, modes: int, n_dims: int) -> None:
-        super().__init__()
-        self.spectral = SpectralConv(width, width, modes, n_dims)
-        self.linear = nn.Linear(width, width)  # the 1x1 convolution W of Li et al. (2021)
-
-    def forward(self, v: Tensor) -> Tensor:
-        return self.spectral(v) + _pointwise(self.linear, v)
 
 
 def _operator_shape(problem: OperatorData) -> tuple[int, int, int]:
@@ -232,7 +112,7 @@ class FNO(Model):
     ``len(S) == n_dims``, in the problem's units.
     """
 
-    view = OperatorData
+    requires = (OperatorData,)
 
     def __init__(
         self,
@@ -313,7 +193,7 @@ class FNO(Model):
         shape = v.shape[2:]
         if coords is not None:
             v = torch.cat([v, coords.expand(v.shape[0], *coords.shape[1:])], dim=1)
-        v = _pointwise(self.lift, v)  # [B, width, *S]
+        v = pointwise(self.lift, v)  # [B, width, *S]
         if self.padding:
             v = F.pad(v, [0, self.padding] * d)
         for i, layer in enumerate(self.layers):
@@ -322,7 +202,7 @@ class FNO(Model):
                 v = self.act(v)
         if self.padding:
             v = v[(..., *(slice(0, n) for n in shape))]
-        return _pointwise(self.project, v)
+        return pointwise(self.project, v)
 
     def forward(self, a: Tensor, grid: Mapping[str, Tensor] | Sequence[Tensor] | None = None) -> Tensor:
         """Predict the output field.
@@ -471,6 +351,46 @@ class FNO(Model):
             per_step = relative_l2(prediction.reshape(shape).double(), u.reshape(shape).double()).mean(0)
             metrics["rel_l2_last_step"] = per_step[-1].item()
         return Evaluation(metrics, prediction, u, grid, per_sample=errors, per_step=per_step)
+
+    def figures(self, problem: OperatorData, evaluation: Evaluation, title: str) -> dict[str, Any]:
+        """The best, median and worst test samples (the last output channel: for snapshots, the
+        latest time), the histogram of per-sample errors, and for rollouts the error per snapshot."""
+        from .. import plotting
+
+        errors = evaluation.per_sample.detach().cpu()
+        if errors.numel() < 2:
+            return super().figures(problem, evaluation, title)
+        order = torch.argsort(errors)
+        shown = f" (last of {self.out_channels} output channels)" if self.out_channels > 1 else ""
+        figures = {}
+        for label, i in {"best": order[0], "median": order[len(order) // 2], "worst": order[-1]}.items():
+            figures[f"{label}_sample"] = plotting.comparison_figure(
+                evaluation.grid, evaluation.prediction[i], evaluation.reference[i],
+                title=f"{title}: {label} test sample {int(i)}, rel-L2 {errors[i]:.2e}{shown}")
+        figures["histogram"] = plotting.histogram_figure(errors, "relative L2 error per test sample")
+        if evaluation.per_step is not None:
+            figures["per_step"] = plotting.rollout_figure(evaluation.per_step, "output snapshot")
+        return figures
+
+    def surrogate(self, problem: OperatorData, solution: Solution, batch_size: int | None = None
+                  ) -> tuple[Callable[[], Tensor], Tensor]:
+        """Predict ``u`` from ``a`` of the solver's output, in batches (default: the training
+        batch size)."""
+        a, u = problem.operator_fields(solution)
+        dtype = next(self.parameters()).dtype
+        a, u = a.to(dtype), u.to(dtype)
+        # the spatial axes: a solver's grid may also have time (t, x, y)
+        grid = {k: g.to(dtype) for k, g in list(solution.grid.items())[-self.n_dims:]}
+        batch = batch_size or self.batch_size
+
+        def predict() -> Tensor:
+            with torch.no_grad():
+                return torch.cat([self(a[i:i + batch], grid) for i in range(0, len(a), batch)])
+
+        return predict, u
+
+    def surrogate_resolution(self, problem: OperatorData) -> int | None:
+        return self.resolution or problem.resolution
 
     def extra_state(self) -> dict[str, Any]:
         # the normalisation statistics are buffers and already in the state_dict

@@ -1,65 +1,103 @@
 """Physics-informed neural network (Raissi, Perdikaris & Karniadakis 2019).
 
-A fully connected network ``u_theta(x, t)`` trained on the mean squared PDE residual at
-collocation points plus the initial- and boundary-condition residuals.
+A network ``u_theta(x, t)`` (the MLP of :mod:`sciml_cli.nn`) trained on the mean squared PDE
+residual at collocation points plus the initial- and boundary-condition residuals, with the
+techniques the literature found to matter, each a config option:
+
+- exact initial and boundary conditions by an output transform ``u = g + phi N`` (Lagaris et
+  al. 1998; Lu et al. 2021) where the problem offers one (``hard_constraints``);
+- residual-based adaptive distribution of the collocation points, RAD (Wu et al. 2023)
+  (``adaptive: rad``);
+- Fourier-feature input embedding (Tancik et al. 2020; Wang, Wang & Perdikaris 2021)
+  (``fourier_features``);
+- causal weighting of the residual in time (Wang, Sankaran & Perdikaris 2022)
+  (``causal_epsilon``);
+- loss balancing by learning-rate annealing (Wang, Teng & Perdikaris 2021) (``balance``);
+- inverse problems: coefficients of the equation learned from observations (Raissi et al. 2019,
+  section 4) (``learn``, ``n_observations``);
+- the residual's input derivatives by autograd or by forward Taylor propagation
+  (``derivatives``), exact to rounding either way.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..constraints import NonNegativeInt, PositiveInt
-from ..problems.base import Evaluation, PhysicsResidual
+from ..constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from ..nn import MLP, parse_derivative
+from ..nn.mlp import Activation, Init
+from ..numerics.autodiff import autograd_derivatives
+from ..problems.base import Evaluation, PhysicsResidual, Solution
 from .base import Model
 
-Activation = Literal["tanh", "sigmoid", "relu", "prelu", "elu", "softplus", "arctan", "identity"]
-Init = Literal["xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform", "torch_default"]
-
-
-class Arctan(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.atan(x)
-
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "relu": nn.ReLU,
-    "prelu": nn.PReLU,
-    "elu": nn.ELU,
-    "softplus": nn.Softplus,
-    "arctan": Arctan,
-    "identity": nn.Identity,
-}
+#: points per chunk when a PINN is evaluated on a grid
+CHUNK = 65536
 
 
 class PINN(Model):
-    """Fully connected PINN.
+    """Physics-informed neural network.
 
     Parameters
     ----------
     problem
-        Supplies the input coordinates, their bounds and the number of outputs.
-    width, depth
-        Hidden units per layer and number of hidden layers.
-    activation
-        Hidden nonlinearity. ``relu`` has a zero second derivative, so it cannot represent
-        second-order PDE residuals; it is offered for first-order problems and comparison.
-    init
-        Weight initialisation; biases start at zero. Glorot (``xavier_*``) suits tanh
-        (Glorot & Bengio 2010), He (``kaiming_*``) suits ReLU-like units (He et al. 2015).
+        Supplies the coordinates, their bounds, the number of outputs and the derivatives its
+        residual needs.
+    width, depth, activation, init
+        The MLP: hidden units, hidden layers, nonlinearity, initialisation (see
+        :class:`sciml_cli.nn.MLP`). Inputs are mapped to ``[-1, 1]`` by the problem's bounds.
+    fourier_features, fourier_scale
+        Random Fourier-feature embedding of the inputs (``0``: none), see :class:`~sciml_cli.nn.MLP`.
+    derivatives
+        How the residual's input derivatives are computed: ``autograd`` (nested reverse mode,
+        the reference) or ``taylor`` (one forward pass carrying first and second derivatives;
+        smooth activations, orders up to 2).
+    hard_constraints
+        Build the initial and boundary conditions into the output, ``u = g + phi N``, from the
+        problem's :meth:`~sciml_cli.problems.base.PhysicsResidual.constraint`; the ``initial``
+        and ``boundary`` terms then vanish identically and are left out.
     n_interior, n_initial, n_boundary
         Collocation points per term, drawn from a scrambled Sobol sequence.
     resample_every
-        Draw fresh points every this many steps; 0 keeps one set (needed by L-BFGS).
+        Draw fresh interior points every this many steps (``0``: one fixed set).
+    resample_until
+        No new draws from this step on (``null``: never stop). L-BFGS needs a fixed objective,
+        so a preset that follows Adam by L-BFGS stops resampling when Adam ends.
+    adaptive
+        ``none``: every draw is a fresh Sobol set. ``rad``: residual-based adaptive distribution
+        (Wu et al. 2023): each draw picks ``n_interior`` of ``rad_pool`` Sobol candidates with
+        probability ``|r|^k / mean(|r|^k) + c``, so points gather where the residual is large
+        (the shock of Burgers) while the ``c`` share keeps covering the domain.
+    rad_k, rad_c, rad_pool
+        RAD's exponent ``k``, offset ``c`` (Wu et al. recommend ``k = 1, c = 1``) and number of
+        candidates.
+    causal_epsilon
+        Causal training (Wang, Sankaran & Perdikaris 2022): the residual loss of time slab ``i``
+        is weighted by ``exp(-eps * sum_{j<i} L_j)`` (weights not differentiated), so later
+        times count once earlier ones are resolved. ``null``: off. Needs a coordinate ``t``.
+    causal_bins
+        Time slabs for the causal weights.
+    balance
+        ``none`` or ``lr_annealing`` (Wang, Teng & Perdikaris 2021, algorithm 1): every
+        ``balance_every`` steps each non-residual term's weight moves towards
+        ``max|grad L_residual| / mean|grad L_term|`` by a moving average with factor
+        ``balance_alpha``, so no term's gradient is swamped by another's.
+    learn
+        Coefficients of the equation to learn, with initial values, e.g.
+        ``{lambda1: 0.0, lambda2: 0.0}`` for Burgers (names from the problem's
+        ``coefficients()``). Each becomes a parameter; evaluation reports it and its relative
+        error against the problem's true value.
+    n_observations
+        Observed points of the solution (the problem's ``observations``, with its noise) fitted
+        by a ``data`` term; needed to identify ``learn``-ed coefficients.
     loss_weights
-        Weights of the ``residual``, ``initial`` and ``boundary`` terms.
+        Weights of the ``residual``, ``initial``, ``boundary`` and ``data`` terms.
     """
 
-    view = PhysicsResidual
+    requires = (PhysicsResidual,)
 
     def __init__(
         self,
@@ -68,65 +106,309 @@ class PINN(Model):
         depth: PositiveInt = 4,
         activation: Activation = "tanh",
         init: Init = "xavier_normal",
+        fourier_features: NonNegativeInt = 0,
+        fourier_scale: PositiveFloat = 1.0,
+        derivatives: Literal["autograd", "taylor"] = "autograd",
+        hard_constraints: bool = False,
         n_interior: PositiveInt = 2000,
         n_initial: PositiveInt = 200,
         n_boundary: PositiveInt = 200,
         resample_every: NonNegativeInt = 0,
+        resample_until: NonNegativeInt | None = None,
+        adaptive: Literal["none", "rad"] = "none",
+        rad_k: NonNegativeFloat = 1.0,
+        rad_c: NonNegativeFloat = 1.0,
+        rad_pool: PositiveInt = 50000,
+        causal_epsilon: NonNegativeFloat | None = None,
+        causal_bins: PositiveInt = 32,
+        balance: Literal["none", "lr_annealing"] = "none",
+        balance_every: PositiveInt = 100,
+        balance_alpha: PositiveFloat = 0.1,
+        learn: dict[str, float] | None = None,
+        n_observations: NonNegativeInt = 0,
         loss_weights: dict[str, float] | None = None,
     ) -> None:
-        super().__init__(loss_weights or {"residual": 1.0, "initial": 1.0, "boundary": 1.0})
-        d_in = len(problem.coords)
-        layers: list[nn.Module] = []
-        for i in range(depth):
-            layers += [nn.Linear(d_in if i == 0 else width, width), ACTIVATIONS[activation]()]
-        layers.append(nn.Linear(width, problem.n_outputs))
-        self.net = nn.Sequential(*layers)
-        self._initialise(init)
-        bounds = torch.tensor(problem.bounds, dtype=torch.get_default_dtype())
-        # inputs are mapped to [-1, 1] so the first layer sees the same scale on every axis
-        self.register_buffer("lo", bounds[:, 0])
-        self.register_buffer("hi", bounds[:, 1])
+        super().__init__(loss_weights or {"residual": 1.0, "initial": 1.0, "boundary": 1.0, "data": 1.0})
+        coords = tuple(problem.coords)
+        self.coords = coords
+        self.wanted = {name: parse_derivative(name, coords) for name in problem.derivatives}
+        if derivatives == "taylor" and any(len(k) > 2 for k in self.wanted.values()):
+            raise ValueError("model.derivatives: taylor goes to second order; this residual needs more, use autograd")
+        if derivatives == "taylor" and activation in ("prelu", "relu"):
+            raise ValueError(f"model.derivatives: taylor needs a smooth activation, not {activation}")
+        if hard_constraints and type(problem).constraint is PhysicsResidual.constraint:
+            raise ValueError(f"model.hard_constraints: {type(problem).__name__} offers no constraint transform; set it to false")
+        if causal_epsilon is not None and "t" not in coords:
+            raise ValueError(f"model.causal_epsilon: causal weighting needs a time coordinate 't'; {type(problem).__name__} has {coords}")
+        true = problem.coefficients()
+        unknown = sorted(set(learn or {}) - set(true))
+        if unknown:
+            raise ValueError(f"model.learn: {type(problem).__name__} has no coefficient {unknown[0]!r} "
+                             f"(coefficients: {', '.join(true) or 'none'})")
+        if learn and not n_observations:
+            raise ValueError("model.learn: learning coefficients needs observations; set model.n_observations")
+        if n_observations and type(problem).observations is PhysicsResidual.observations:
+            raise ValueError(f"model.n_observations: {type(problem).__name__} offers no observations")
+        if resample_every == 0 and adaptive == "rad":
+            raise ValueError("model.adaptive: rad redraws points every model.resample_every steps; set it > 0")
+
+        self.net = MLP(len(coords), problem.n_outputs, width, depth, activation, init,
+                       input_bounds=problem.bounds, fourier_features=fourier_features,
+                       fourier_scale=fourier_scale)
+        self.mode, self.hard = derivatives, bool(hard_constraints)
         self.n_interior, self.n_initial, self.n_boundary = n_interior, n_initial, n_boundary
-        self.resample_every = resample_every
-        self._cache: tuple[tuple, dict[str, Tensor]] | None = None
+        self.resample_every, self.resample_until = resample_every, resample_until
+        self.adaptive, self.rad_k, self.rad_c, self.rad_pool = adaptive, rad_k, rad_c, rad_pool
+        self.causal_epsilon, self.causal_bins = causal_epsilon, causal_bins
+        self.balance, self.balance_every, self.balance_alpha = balance, balance_every, balance_alpha
+        self.n_observations = n_observations
+        self.true_coefficients = true
+        self.learned = nn.ParameterDict({k: nn.Parameter(torch.tensor(float(v))) for k, v in (learn or {}).items()})
 
-    def _initialise(self, init: str) -> None:
-        if init == "torch_default":
-            return
-        for m in self.net:
-            if isinstance(m, nn.Linear):
-                getattr(nn.init, init + "_")(m.weight)
-                nn.init.zeros_(m.bias)
+        self.terms = ["residual"] + ([] if self.hard else ["initial", "boundary"]) + (["data"] if n_observations else [])
+        # state a resumed run needs: the adaptive points of the current draw, the balanced weights
+        self.register_buffer("interior", torch.zeros(n_interior, len(coords)))
+        self.register_buffer("interior_draw", torch.tensor(-1))
+        self.register_buffer("balance_weights", torch.ones(len(self.terms)))
+        self._cache: dict[str, tuple[Any, Any]] = {}
+        self._balance_now = False
+        self._problem = problem  # the constraint transform is part of the forward pass
 
+    # -- loss weights: the configured ones times the balanced factors ----------------------------
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        factors = dict(zip(self.terms, self.balance_weights.tolist())) if self.balance != "none" else {}
+        return {k: w * factors.get(k, 1.0) for k, w in self._base_weights.items()}
+
+    @loss_weights.setter
+    def loss_weights(self, weights: dict[str, float]) -> None:
+        self._base_weights = dict(weights)
+
+    # -- the solution and its derivatives --------------------------------------------------------
     def forward(self, points: Tensor) -> Tensor:
-        """``[N, d]`` points -> ``[N, n_outputs]`` values."""
-        return self.net(2.0 * (points - self.lo) / (self.hi - self.lo) - 1.0)
+        """``[N, d]`` points -> ``[N, n_outputs]`` values (with the constraint transform)."""
+        u = self.net(points)
+        if self.hard:
+            g, phi = self._problem.constraint(points)
+            u = g + phi * u
+        return u
+
+    def fields(self, problem: PhysicsResidual, points: Tensor) -> dict[str, Tensor]:
+        """The derivatives the problem's residual needs at ``points``, by name, ``[N, m]`` each."""
+        keys = list(self.wanted.values())
+        if self.mode == "autograd":
+            d = autograd_derivatives(self, points, keys)
+        else:
+            d = self.net.derivatives(points, self._closure(keys), "taylor")
+            if self.hard:
+                d = self._transform(d, self._constraint_derivatives(points, keys), keys)
+        return {name: d[key] for name, key in self.wanted.items()}
+
+    @staticmethod
+    def _closure(keys: list[tuple[int, ...]]) -> set[tuple[int, ...]]:
+        """Every sub-derivative the product rule needs: ``()``, ``(i,)``, ``(i, j)``."""
+        out = {()}
+        for k in keys:
+            out.add(k)
+            out.update((i,) for i in k)
+        return out
+
+    def _constraint_derivatives(self, points: Tensor, keys: list[tuple[int, ...]]):
+        """Derivatives of ``g`` and ``phi``: functions of the points only, so computed once per
+        set of points and reused at every step."""
+        cached = self._cache.get("constraint")
+        if cached is not None and cached[0] is points:
+            return cached[1]
+        with torch.enable_grad():
+            wanted = self._closure(keys)
+            m = self._problem.n_outputs
+            both = autograd_derivatives(lambda p: torch.cat(self._problem.constraint(p), dim=1), points, wanted)
+        value = {k: (v[:, :m].detach(), v[:, m:].detach()) for k, v in both.items()}
+        self._cache["constraint"] = (points, value)
+        return value
+
+    @staticmethod
+    def _transform(n: dict, gp: dict, keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], Tensor]:
+        """Derivatives of ``g + phi N`` by the product rule (orders up to 2)."""
+        out = {}
+        for k in keys:
+            g, phi = gp[k]
+            if len(k) == 0:
+                out[k] = g + phi * n[()]
+            elif len(k) == 1:
+                out[k] = g + gp[k][1] * n[()] + gp[()][1] * n[k]
+            else:
+                i, j = (k[0],), (k[1],)
+                out[k] = (g + phi * n[()] + gp[i][1] * n[j] + gp[j][1] * n[i] + gp[()][1] * n[k])
+        return out
+
+    def coefficients(self) -> dict[str, Tensor | float]:
+        return {**self.true_coefficients, **dict(self.learned.items())}
+
+    # -- data ------------------------------------------------------------------------------------
+    def _draw(self, step: int) -> int:
+        if not self.resample_every:
+            return 0
+        if self.resample_until is not None:
+            step = min(step, max(self.resample_until - 1, 0))
+        return step // self.resample_every
 
     def batch(self, problem: PhysicsResidual, step: int, seed: int) -> dict[str, Tensor]:
-        draw = step // self.resample_every if self.resample_every else 0
+        self._balance_now = self.balance != "none" and step % self.balance_every == 0
+        draw = self._draw(step)
+        s = 3 * (seed * 1_000_003 + draw)  # distinct Sobol scrambles per term and draw
+        if int(self.interior_draw) != draw:
+            if self.adaptive == "rad" and draw > 0:
+                points = self._rad(problem, seed, draw)
+            else:
+                points = problem.sample_interior(self.n_interior, s)
+            self.interior.copy_(points)
+            self.interior_draw.fill_(draw)
         key = (seed, draw, problem.device, problem.dtype)
-        if self._cache is None or self._cache[0] != key:
-            s = 3 * (seed * 1_000_003 + draw)  # distinct Sobol scrambles per term and draw
-            self._cache = key, {
-                "interior": problem.sample_interior(self.n_interior, s),
-                "initial": problem.sample_initial(self.n_initial, s + 1),
-                "boundary": problem.sample_boundary(self.n_boundary, s + 2),
-            }
-        return self._cache[1]
+        cached = self._cache.get("batch")
+        if cached is None or cached[0] != key:
+            batch = {"interior": self.interior.clone()}
+            if not self.hard:
+                batch["initial"] = problem.sample_initial(self.n_initial, s + 1)
+                batch["boundary"] = problem.sample_boundary(self.n_boundary, s + 2)
+            if self.n_observations:
+                batch["obs_points"], batch["obs_values"] = self._observations(problem, seed)
+            self._cache["batch"] = (key, batch)
+        return self._cache["batch"][1]
+
+    def _observations(self, problem: PhysicsResidual, seed: int) -> tuple[Tensor, Tensor]:
+        key = (seed, problem.device, problem.dtype)
+        cached = self._cache.get("observations")
+        if cached is None or cached[0] != key:
+            self._cache["observations"] = (key, problem.observations(self.n_observations, seed))
+        return self._cache["observations"][1]
+
+    def _rad(self, problem: PhysicsResidual, seed: int, draw: int) -> Tensor:
+        """RAD (Wu et al. 2023): ``n_interior`` of ``rad_pool`` candidates, drawn without
+        replacement with probability ``|r|^k / mean |r|^k + c``."""
+        pool = problem.sample_interior(self.rad_pool, 3 * (seed * 1_000_003 + draw) + 10_000_019)
+        r = torch.cat([self._residual(problem, pool[i:i + CHUNK]).detach().abs().sum(1)
+                       for i in range(0, len(pool), CHUNK)])
+        density = r.pow(self.rad_k)
+        p = density / density.mean() + self.rad_c
+        g = torch.Generator().manual_seed(seed * 1_000_003 + draw)
+        index = torch.multinomial(p.double().cpu(), self.n_interior, replacement=False, generator=g)
+        return pool[index.to(pool.device)]
+
+    # -- objective -------------------------------------------------------------------------------
+    def _residual(self, problem: PhysicsResidual, points: Tensor) -> Tensor:
+        with torch.enable_grad():
+            return problem.residual(self.fields(problem, points), points, self.coefficients())
+
+    def _causal(self, r2: Tensor, points: Tensor, problem: PhysicsResidual) -> Tensor:
+        """Mean of the slab losses ``L_i`` weighted by ``exp(-eps sum_{j<i} L_j)``."""
+        cached = self._cache.get("slabs")
+        if cached is None or cached[0] is not points:
+            i_t = self.coords.index("t")
+            lo, hi = problem.bounds[i_t]
+            slab = ((points[:, i_t] - lo) / (hi - lo) * self.causal_bins).long().clamp(0, self.causal_bins - 1)
+            counts = torch.bincount(slab, minlength=self.causal_bins).clamp(min=1).to(r2.dtype)
+            self._cache["slabs"] = cached = (points, (slab, counts))
+        slab, counts = cached[1]
+        losses = torch.zeros(self.causal_bins, dtype=r2.dtype, device=r2.device).index_add(0, slab, r2) / counts
+        before = torch.cat([losses.new_zeros(1), torch.cumsum(losses, 0)[:-1]])
+        weights = torch.exp(-self.causal_epsilon * before).detach()
+        self._causal_min = weights.min()
+        return (weights * losses).mean()
 
     def loss(self, problem: PhysicsResidual, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {
-            "residual": problem.residual(self, batch["interior"]).pow(2).mean(),
-            "initial": problem.initial_residual(self, batch["initial"]).pow(2).mean(),
-            "boundary": problem.boundary_residual(self, batch["boundary"]).pow(2).mean(),
-        }
+        interior = batch["interior"]
+        r2 = problem.residual(self.fields(problem, interior), interior, self.coefficients()).pow(2).sum(1)
+        terms = {"residual": self._causal(r2, interior, problem) if self.causal_epsilon is not None else r2.mean()}
+        if not self.hard:
+            terms["initial"] = problem.initial_residual(self(batch["initial"]), batch["initial"]).pow(2).mean()
+            terms["boundary"] = problem.boundary_residual(self(batch["boundary"]), batch["boundary"]).pow(2).mean()
+        if self.n_observations:
+            terms["data"] = (self(batch["obs_points"]) - batch["obs_values"]).pow(2).mean()
+        if self._balance_now and len(terms) > 1:
+            self._rebalance(terms)
+        self._balance_now = False  # once per step, not per L-BFGS closure call
+        return terms
 
-    @torch.no_grad()
+    def _rebalance(self, terms: dict[str, Tensor]) -> None:
+        params = [p for p in self.parameters() if p.requires_grad]
+
+        def grads(term: Tensor) -> Tensor:
+            g = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            return torch.cat([x.abs().flatten() for x in g if x is not None])
+
+        top = grads(terms["residual"]).max()
+        with torch.no_grad():
+            for i, name in enumerate(self.terms):
+                if name != "residual":
+                    target = top / grads(terms[name]).mean().clamp(min=1e-30)
+                    w = self.balance_weights[i]
+                    w.copy_((1 - self.balance_alpha) * w + self.balance_alpha * target)
+
+    def scalars(self) -> dict[str, float]:
+        out = {f"coef/{k}": v.item() for k, v in self.learned.items()}
+        if self.balance != "none":
+            out.update({f"weight/{k}": v for k, v in self.loss_weights.items() if k in self.terms})
+        if self.causal_epsilon is not None and hasattr(self, "_causal_min"):
+            out["causal/min_weight"] = self._causal_min.item()
+        return out
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def _grid_points(self, grid: dict[str, Tensor]) -> Tensor:
+        """The tensor grid ``grid`` (axes in any order, named by coordinate) as ``[N, d]``
+        points whose columns follow :attr:`coords`."""
+        mesh = torch.meshgrid(*grid.values(), indexing="ij")
+        by_name = dict(zip(grid, mesh))
+        return torch.stack([by_name[c].reshape(-1) for c in self.coords], dim=1)
+
+    def predict_grid(self, grid: dict[str, Tensor]) -> Tensor:
+        """Values on a tensor grid, shaped by the grid (a trailing axis of outputs if several)."""
+        points = self._grid_points(grid)
+        with torch.no_grad():
+            u = torch.cat([self(points[i:i + CHUNK]) for i in range(0, len(points), CHUNK)])
+        shape = [len(g) for g in grid.values()]
+        return u.reshape(*shape, -1).squeeze(-1) if u.shape[1] == 1 else u.reshape(*shape, -1)
+
     def evaluate(self, problem: PhysicsResidual, resolution: int | None = None, split: str = "test") -> Evaluation:
+        """Against the problem's reference on its grid (exact for every problem so far, so
+        ``split`` does not matter). Metrics: the problem's (``rel_l2`` over the whole grid,
+        as the literature reports it, ``max_abs``, ...) and, for learned coefficients,
+        ``coef/<name>`` and ``coef_rel_err/<name>``."""
         grid, reference = problem.reference(resolution)
-        axes = [grid[c] for c in problem.coords]
-        points = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(axes))
-        chunk = 65536
-        pred = torch.cat([self(points[i : i + chunk]) for i in range(0, len(points), chunk)])
-        pred = pred.reshape(reference.shape)
-        return Evaluation(problem.metrics(pred, reference), pred, reference, grid)
+        prediction = self.predict_grid(grid).reshape(reference.shape)
+        metrics = problem.metrics(prediction, reference)
+        for name, value in self.learned.items():
+            true = self.true_coefficients[name]
+            metrics[f"coef/{name}"] = value.item()
+            metrics[f"coef_rel_err/{name}"] = abs(value.item() - true) / abs(true)
+        return Evaluation(metrics, prediction, reference, grid)
+
+    def figures(self, problem: PhysicsResidual, evaluation: Evaluation, title: str) -> dict[str, Any]:
+        """The error map (reference | prediction | error), the residual map, and for ``(x, t)``
+        problems slices at ``t = 0.25, 0.5, 0.75`` of the time span (Raissi et al. 2019, fig. 1)."""
+        from .. import plotting
+
+        figures = super().figures(problem, evaluation, title)
+        grid = evaluation.grid
+        points = self._grid_points(grid)
+        residual = torch.cat([self._residual(problem, points[i:i + CHUNK]).detach().abs()
+                              for i in range(0, len(points), CHUNK)])
+        shape = [len(g) for g in grid.values()]
+        figures["residual"] = plotting.field_figure(grid, residual[:, 0].reshape(shape), title=f"{title}: |PDE residual|")
+        if list(grid) == ["x", "t"] and evaluation.prediction.ndim == 2:
+            figures["slices"] = plotting.slices_figure(grid, evaluation.prediction, evaluation.reference,
+                                                       fractions=(0.25, 0.5, 0.75), title=title)
+        return figures
+
+    def surrogate(self, problem: PhysicsResidual, solution: Solution, batch_size: int | None = None
+                  ) -> tuple[Callable[[], Tensor], Tensor]:
+        """Predict the solver's first field on the solver's grid (its axes named by coordinate)."""
+        name = next(iter(solution.fields))
+        reference = solution.fields[name]
+        missing = [c for c in self.coords if c not in solution.grid]
+        if missing:
+            raise ValueError(f"the solver's grid {list(solution.grid)} lacks the coordinates {missing}")
+        dtype = next(self.parameters()).dtype
+        grid = {k: v.to(dtype) for k, v in solution.grid.items()}
+        return (lambda: self.predict_grid(grid).reshape(reference.shape)), reference.to(dtype)
+

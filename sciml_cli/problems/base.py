@@ -1,16 +1,31 @@
 """What a problem is, and the views it can offer to models.
 
-A problem class inherits :class:`Problem` and every view it offers. A model names the view it
-needs (``Model.view``); whether a pair fits is ``issubclass(problem_cls, model_cls.view)``, so
-adding a view to a problem makes every model that asks for it work there, with no table to edit.
+A problem class inherits :class:`Problem` and every view it can offer (the view classes below).
+Whether an *instance* offers a view may depend on its config: :meth:`Problem.views` returns the
+views of this instance (by default every view class it inherits; ``Burgers`` offers the physics
+residual with ``setup=raissi`` and operator data with ``setup=fno``). A model lists the views it
+requires (``Model.requires``, all of them needed); the check runs on the built problem before any
+data is generated, and the problems that would fit are found by trying the configs, never from a
+table. Adding a view to a problem makes every model that asks for it work there.
+
+Views so far: :class:`PhysicsResidual` (PINN) and :class:`OperatorData` (FNO). Models to come
+add theirs here together with the model: an energy functional (Deep Ritz), trajectories (neural
+ODE / UDE), a differentiable solver (solver-in-the-loop) and an inverse problem (learned
+reconstruction).
+
+The validation metric of a problem (:attr:`Problem.val_metric`) comes with its direction
+(:attr:`Problem.val_direction`): relative errors are minimised, PSNR is maximised; ``best.pt``,
+sweep rankings and sweepers follow it.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -61,15 +76,55 @@ class Problem(ABC):
     """A physical problem: its parameters, reference solver and metrics.
 
     Subclasses keep their constructor arguments equal to the YAML keys of
-    ``configs/problem/<name>.yaml``.
+    ``configs/problem/<name>.yaml``; the arguments a problem was built with are recorded in
+    :attr:`arguments`, so a dataset's cache key (:meth:`cache_key`) is derived from them and a new
+    numeric argument can never serve stale data.
     """
 
-    #: the metric used to pick the best checkpoint and to rank sweeps (lower is better)
+    #: the metric used to pick the best checkpoint and to rank sweeps
     val_metric: str = "rel_l2"
+    #: whether :attr:`val_metric` is better lower (errors) or higher (PSNR, SSIM)
+    val_direction: Literal["minimize", "maximize"] = "minimize"
+    #: constructor arguments that never change generated numbers (where files go, output
+    #: subsampling of a file made at a finer grid); every other one is part of the cache key
+    cache_exempt: frozenset[str] = frozenset({"data_dir"})
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Problem:
+        self = super().__new__(cls)
+        bound = inspect.signature(cls.__init__).bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        #: the constructor's arguments, defaults filled in
+        self.arguments = {k: v for k, v in list(bound.arguments.items())[1:]}
+        return self
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")
         self.dtype = torch.get_default_dtype()
+
+    def views(self) -> tuple[type, ...]:
+        """The views this instance offers; by default every view class it inherits."""
+        return tuple(v for v in VIEWS if isinstance(self, v))
+
+    def better(self, value: float, than: float) -> bool:
+        """Whether validation value ``value`` beats ``than`` in :attr:`val_direction`."""
+        return value > than if self.val_direction == "maximize" else value < than
+
+    @property
+    def worst(self) -> float:
+        """The starting "best" value: beaten by any finite metric."""
+        return -math.inf if self.val_direction == "maximize" else math.inf
+
+    def cache_key(self, **extra: Any) -> dict[str, Any]:
+        """What identifies data this problem generates: its class, every constructor argument
+        but :attr:`cache_exempt` (each as resolved, e.g. a ``nu: null`` default by its value),
+        and ``extra`` (split, sample count, seed, dtype)."""
+        key: dict[str, Any] = {"problem": f"{type(self).__module__}.{type(self).__qualname__}"}
+        for name, value in self.arguments.items():
+            if name not in self.cache_exempt:
+                resolved = getattr(self, name, value)
+                key[name] = list(resolved) if isinstance(resolved, tuple) else resolved
+        key.update(extra)
+        return key
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Problem:
         self.device, self.dtype = torch.device(device), dtype
@@ -94,13 +149,25 @@ class Problem(ABC):
 
 
 class PhysicsResidual(ABC):
-    """View for physics-informed models: sampling, PDE residual, initial and boundary residuals.
+    """View for physics-informed models: domain sampling, the PDE residual in terms of the
+    derivatives it needs, initial and boundary residuals, and the reference solution.
 
-    Points are ``[N, d]`` tensors whose columns follow :attr:`coords` (time last).
+    Points are ``[N, d]`` tensors whose columns follow :attr:`coords` (time last, named ``t``).
+    The residual never differentiates a network itself: it declares the derivatives it needs
+    (:attr:`derivatives`, e.g. ``("u", "u_t", "u_x", "u_xx")``, see
+    :func:`sciml_cli.nn.parse_derivative`) and receives them as ``[N, n_outputs]`` tensors, so a
+    model may supply them by autograd or by a faster forward propagation.
+
+    Coefficients of the equation that an inverse problem may learn are named in
+    :meth:`coefficients` (their true values); :meth:`residual` takes them as an argument.
+    Optional: :meth:`constraint` for exact initial and boundary conditions by an output
+    transform, :meth:`observations` for measured data (inverse problems).
     """
 
     coords: tuple[str, ...]
     n_outputs: int = 1
+    #: derivatives of the solution the residual needs, by name
+    derivatives: tuple[str, ...]
 
     @property
     @abstractmethod
@@ -116,19 +183,51 @@ class PhysicsResidual(ABC):
     @abstractmethod
     def sample_boundary(self, n: int, seed: int) -> Tensor: ...
 
-    @abstractmethod
-    def residual(self, u: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
-        """PDE residual of ``u`` at interior ``points``, ``[N, n_outputs]``."""
+    def coefficients(self) -> dict[str, float]:
+        """The equation's coefficients by name, at their true values."""
+        return {}
 
     @abstractmethod
-    def initial_residual(self, u: Callable[[Tensor], Tensor], points: Tensor) -> Tensor: ...
+    def residual(self, fields: Mapping[str, Tensor], points: Tensor,
+                 coefficients: Mapping[str, Tensor | float]) -> Tensor:
+        """PDE residual ``[N, n_outputs]`` at interior ``points`` from the named derivatives of
+        the solution there (:attr:`derivatives`) and the equation's ``coefficients``."""
 
     @abstractmethod
-    def boundary_residual(self, u: Callable[[Tensor], Tensor], points: Tensor) -> Tensor: ...
+    def initial_residual(self, u: Tensor, points: Tensor) -> Tensor:
+        """Residual of the initial condition for solution values ``u`` ``[N, n_outputs]``."""
+
+    @abstractmethod
+    def boundary_residual(self, u: Tensor, points: Tensor) -> Tensor:
+        """Residual of the boundary condition for solution values ``u`` ``[N, n_outputs]``."""
 
     @abstractmethod
     def reference(self, resolution: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
-        """Reference solution on a tensor grid: ``(grid, u)`` with ``u`` shaped by the grid."""
+        """Reference solution on a tensor grid: ``(grid, u)``, the grid's axes in the order of
+        :attr:`coords`, ``u`` shaped by the grid (a trailing axis of outputs if several)."""
+
+    def residual_of(self, u: Callable[[Tensor], Tensor], points: Tensor,
+                    coefficients: Mapping[str, Tensor | float] | None = None) -> Tensor:
+        """The residual of any function ``u`` ``[N, d] -> [N, n_outputs]`` (an exact solution,
+        a baseline), its derivatives taken by autograd; ``coefficients`` default to the true ones."""
+        from ..numerics.autodiff import autograd_derivatives, parse_derivative
+
+        keys = {name: parse_derivative(name, self.coords) for name in self.derivatives}
+        d = autograd_derivatives(u, points, keys.values())
+        return self.residual({name: d[k] for name, k in keys.items()}, points,
+                             self.coefficients() if coefficients is None else coefficients)
+
+    def constraint(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """``(g, phi)`` ``[N, n_outputs]`` such that ``u = g + phi * N(x)`` meets the initial and
+        boundary conditions exactly for any ``N`` (Lagaris et al. 1998; Lu et al. 2021, "hard
+        constraints"): ``g`` satisfies them, ``phi`` vanishes where they are imposed. Smooth
+        functions of the points; problems without one raise ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} offers no hard-constraint transform")
+
+    def observations(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        """``(points [n, d], values [n, n_outputs])``: measurements of the solution, with the
+        problem's observation noise, for data terms and inverse problems."""
+        raise NotImplementedError(f"{type(self).__name__} offers no observations")
 
 
 def float64_device(device: torch.device) -> torch.device:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -37,11 +37,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..constraints import PositiveFloat, PositiveInt
+from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..errors import ConfigError
 from ..numerics.metrics import relative_l2
+from ..numerics.sampling import sobol
 from ..numerics.spectral import dealias_mask, grf_1d, rfft_wavenumbers
-from .base import SPLIT_SEEDS, OperatorData, Problem, Solution, float64_device
+from .base import SPLIT_SEEDS, OperatorData, PhysicsResidual, Problem, Solution, float64_device
 
 #: Gaussian random field parameters ``(alpha, tau, sigma)`` of the FNO Burgers data: the ones
 #: Li et al. (2021) state in the paper, ``625 (-Laplacian + 25 I)^-2``, and the ones of the data
@@ -133,8 +134,13 @@ def _map_blocks(fn: Callable[[Tensor], Tensor], blocks: Sequence[Tensor]) -> lis
         torch.set_num_threads(threads)
 
 
-class Burgers(Problem, OperatorData):
+class Burgers(Problem, PhysicsResidual, OperatorData):
     """Viscous Burgers' equation, ``u_t + u u_x = nu u_xx``.
+
+    One problem in two setups rather than two problems: the equation, its exact solution and
+    its solvers are shared, and which view an instance offers follows from ``setup``
+    (:meth:`views`): ``raissi`` offers the physics residual (with its exact reference, an exact
+    constraint transform and observations for the inverse problem), ``fno`` operator data.
 
     Parameters
     ----------
@@ -165,7 +171,14 @@ class Burgers(Problem, OperatorData):
         field), far below the ~1e-3 errors of learned operators and the 2.5e-2 of the heat
         baseline. With these rough initial data (spectra ~ k^-2.5) the observed rate is below the
         design order 4 until dt ~ 0.0025 (a fast initial layer); smooth data show order 4.
+    noise
+        raissi: observation noise, Gaussian with standard deviation ``noise`` times that of the
+        solution on the reference grid (Raissi et al. 2019 use 0.01 in the inverse problem).
     """
+
+    coords = ("x", "t")
+    derivatives = ("u", "u_t", "u_x", "u_xx")
+    cache_exempt = frozenset({"data_dir", "resolution"})  # data are made at fine_resolution
 
     def __init__(
         self,
@@ -177,6 +190,7 @@ class Burgers(Problem, OperatorData):
         grf: Literal["released", "paper"] = "released",
         fine_resolution: PositiveInt = 1024,
         dt: PositiveFloat = 0.005,
+        noise: NonNegativeFloat = 0.0,
         data_dir: str = "outputs/data",
     ) -> None:
         super().__init__()
@@ -192,6 +206,7 @@ class Burgers(Problem, OperatorData):
         self.nu = float(nu) if nu is not None else default_nu
         self.t_end, self.dt = float(t_end), float(dt)
         self.fine_resolution, self.n_times = int(fine_resolution), int(n_times)
+        self.noise = float(noise)
         self.resolution = int(resolution) if resolution is not None else (
             self.fine_resolution if setup == "fno" else 256)
 
@@ -242,8 +257,72 @@ class Burgers(Problem, OperatorData):
         t = torch.arange(self.n_times, **self.factory) * (self.t_end / self.n_times)
         return t, x
 
+    def views(self) -> tuple[type, ...]:
+        return (PhysicsResidual,) if self.setup == "raissi" else (OperatorData,)
+
+    # -- raissi: physics-residual view -----------------------------------------------------------
+    @property
+    def bounds(self) -> list[tuple[float, float]]:
+        return [(-1.0, 1.0), (0.0, self.t_end)]
+
+    def sample_interior(self, n: int, seed: int) -> Tensor:
+        return sobol(n, self.bounds, seed, **self.factory)
+
+    def sample_initial(self, n: int, seed: int) -> Tensor:
+        x = sobol(n, self.bounds[:1], seed, **self.factory)
+        return torch.cat([x, torch.zeros_like(x)], dim=1)
+
+    def sample_boundary(self, n: int, seed: int) -> Tensor:
+        t = sobol(n, self.bounds[1:], seed, **self.factory)
+        x = 2.0 * (torch.arange(n, **self.factory) % 2).unsqueeze(1) - 1.0  # alternate the two ends
+        return torch.cat([x, t], dim=1)
+
+    def coefficients(self) -> dict[str, float]:
+        """``u_t + lambda1 u u_x - lambda2 u_xx = 0`` (Raissi et al. 2019's inverse problem)."""
+        return {"lambda1": 1.0, "lambda2": self.nu}
+
+    def residual(self, fields: Mapping[str, Tensor], points: Tensor,
+                 coefficients: Mapping[str, Tensor | float]) -> Tensor:
+        u = fields["u"]
+        return fields["u_t"] + coefficients["lambda1"] * u * fields["u_x"] - coefficients["lambda2"] * fields["u_xx"]
+
+    def initial_residual(self, u: Tensor, points: Tensor) -> Tensor:
+        return u - self.initial_condition(points[:, 0:1])
+
+    def boundary_residual(self, u: Tensor, points: Tensor) -> Tensor:
+        return u
+
+    def constraint(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """``u = -sin(pi x) + t (1 - x^2) N``: the initial condition vanishes at ``x = +-1``."""
+        x, t = points[:, 0:1], points[:, 1:2]
+        return self.initial_condition(x), t * (1 - x * x)
+
+    def reference(self, resolution: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
+        """The exact solution on Raissi's grid (256 points in ``x`` with the ends, ``t = 0,
+        0.01, ..., 0.99``), ``u`` ``[X, T]``; computed once per grid and device."""
+        nx = resolution or self.resolution
+        key = (nx, self.device, self.dtype)
+        cached = getattr(self, "_reference", None)
+        if cached is None or cached[0] != key:
+            t, x = self._raissi_grid(nx)
+            self._reference = key, ({"x": x, "t": t}, self.exact(x[:, None], t[None, :]))
+        return self._reference[1]
+
+    def observations(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        """``n`` points drawn without replacement from the reference grid, with the exact
+        solution plus the problem's noise (Raissi et al. 2019: 2000 of the 25 600 points)."""
+        grid, u = self.reference()
+        g = torch.Generator().manual_seed(int(seed) + 7919)
+        index = torch.randperm(u.numel(), generator=g)[:n].to(u.device)
+        ix, it = index // u.shape[1], index % u.shape[1]
+        points = torch.stack([grid["x"][ix], grid["t"][it]], dim=1)
+        values = u.reshape(-1)[index].unsqueeze(1)
+        if self.noise:
+            values = values + self.noise * u.std() * torch.randn(n, 1, generator=g, dtype=torch.float64).to(values)
+        return points, values
+
     # -- fno: pseudo-spectral ETDRK4 ---------------------------------------------------------------
-    def sample_initial(self, n_samples: int, seed: int, n: int | None = None) -> Tensor:
+    def random_initial_conditions(self, n_samples: int, seed: int, n: int | None = None) -> Tensor:
         """fno: initial conditions from the Gaussian random field, ``[n_samples, n]`` on
         ``x_j = j / n`` (default ``n = fine_resolution``), seeded by ``seed``."""
         alpha, tau, sigma = GRF_PARAMS[self.grf]
@@ -315,9 +394,7 @@ class Burgers(Problem, OperatorData):
         if self.setup != "fno":
             raise ConfigError("problem.setup", "operator data needs the fno setup", ["fno"])
         seed = SPLIT_SEEDS[split]
-        generating = {"problem": "burgers", "setup": self.setup, "nu": self.nu, "t_end": self.t_end,
-                      "grf": self.grf, "fine_resolution": self.fine_resolution, "dt": self.dt,
-                      "n_samples": int(n_samples), "seed": seed, "dtype": "float64"}
+        generating = self.cache_key(split=split, n_samples=int(n_samples), seed=seed, dtype="float64")
         solver = Burgers(setup="fno", nu=self.nu, t_end=self.t_end, grf=self.grf,
                          fine_resolution=self.fine_resolution, dt=self.dt).to(float64_device(self.device), torch.float64)
         data = load_dataset(f"burgers-{split}", generating,
@@ -360,7 +437,7 @@ class Burgers(Problem, OperatorData):
         fine = self.fine_resolution
         if fine % nx:
             raise ValueError(f"resolution: must divide fine_resolution={fine}, got {nx}")
-        u0 = self.sample_initial(n_samples, seed)
+        u0 = self.random_initial_conditions(n_samples, seed)
         u1 = self.evolve(u0, self.t_end)
         heat = self.heat_prediction(u0, self.t_end)
         stride = fine // nx

@@ -37,6 +37,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .. import progress
 from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..numerics.image_metrics import psnr, ssim
 from ..numerics.metrics import error_metrics
@@ -342,11 +343,13 @@ class Ct(Problem):
         tau = self.step_size(size)
         a = (torch.zeros(*sinogram.shape[:-2], size, size, dtype=sinogram.dtype,
                          device=sinogram.device) if initial is None else initial.clone())
-        for _ in range(n_iter):
-            grad = self.data_fidelity_gradient(a, sinogram)
-            if self.reg_weight:
-                grad = grad + self.reg_weight * self.regulariser_gradient(a)
-            a = a - tau * grad
+        with progress.track_steps(n_iter, f"ct: gradient descent ({self.reg_type})") as bar:
+            for _ in range(n_iter):
+                grad = self.data_fidelity_gradient(a, sinogram)
+                if self.reg_weight:
+                    grad = grad + self.reg_weight * self.regulariser_gradient(a)
+                a = a - tau * grad
+                bar.advance()
         return a
 
     # -- metrics -----------------------------------------------------------------------------------

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from ..constraints import PositiveFloat, PositiveInt
-from ..numerics.autodiff import gradient
+from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..numerics.finite_difference import laplacian_dirichlet_1d
 from ..numerics.sampling import sobol
 from ..numerics.timestepping import crank_nicolson
@@ -39,9 +38,13 @@ class Heat(Problem, PhysicsResidual):
         Spatial points (ends included) of the reference grid used for validation.
     n_times
         Time slices of the reference grid (``t = 0`` and ``t = T`` included).
+    noise
+        Observation noise: Gaussian, with standard deviation ``noise`` times that of the
+        solution over the domain (as Raissi et al. 2019 add noise), for inverse problems.
     """
 
     coords = ("x", "t")
+    derivatives = ("u_t", "u_xx")
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class Heat(Problem, PhysicsResidual):
         amplitudes: Sequence[float] = (1.0, 0.0, 0.5),
         resolution: PositiveInt = 256,
         n_times: PositiveInt = 101,
+        noise: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__()
         if not any(amplitudes):
@@ -57,6 +61,7 @@ class Heat(Problem, PhysicsResidual):
         self.kappa, self.t_end = float(kappa), float(t_end)
         self.amplitudes = [float(a) for a in amplitudes]
         self.resolution, self.n_times = int(resolution), int(n_times)
+        self.noise = float(noise)
 
     # -- physics ---------------------------------------------------------------------------
     def _series(self, x: Tensor, t: Tensor | float) -> Tensor:
@@ -91,18 +96,34 @@ class Heat(Problem, PhysicsResidual):
         x = (torch.arange(n, **self.factory) % 2).unsqueeze(1)  # alternate the two ends
         return torch.cat([x, t], dim=1)
 
-    def residual(self, u: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
-        points = points.detach().requires_grad_(True)
-        du = gradient(u(points), points)
-        u_x, u_t = du[:, 0:1], du[:, 1:2]
-        u_xx = gradient(u_x, points)[:, 0:1]
-        return u_t - self.kappa * u_xx
+    def coefficients(self) -> dict[str, float]:
+        return {"kappa": self.kappa}
 
-    def initial_residual(self, u: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
-        return u(points) - self.initial_condition(points[:, 0:1])
+    def residual(self, fields: Mapping[str, Tensor], points: Tensor,
+                 coefficients: Mapping[str, Tensor | float]) -> Tensor:
+        return fields["u_t"] - coefficients["kappa"] * fields["u_xx"]
 
-    def boundary_residual(self, u: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
-        return u(points)
+    def initial_residual(self, u: Tensor, points: Tensor) -> Tensor:
+        return u - self.initial_condition(points[:, 0:1])
+
+    def boundary_residual(self, u: Tensor, points: Tensor) -> Tensor:
+        return u
+
+    def constraint(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """``u = u_0(x) + x (1 - x) t N``: the sine series vanishes at both ends."""
+        x, t = points[:, 0:1], points[:, 1:2]
+        return self.initial_condition(x), x * (1 - x) * t
+
+    def observations(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        """``n`` uniformly random points of the domain with the exact solution plus noise."""
+        g = torch.Generator().manual_seed(int(seed) + 7919)
+        unit = torch.rand(n, 2, generator=g, dtype=torch.float64)
+        points = (unit * torch.tensor([1.0, self.t_end], dtype=torch.float64)).to(**self.factory)
+        u = self.exact(points[:, 0:1], points[:, 1:2])
+        if self.noise:
+            _, ref = self.reference()
+            u = u + self.noise * ref.std() * torch.randn(n, 1, generator=g, dtype=torch.float64).to(**self.factory)
+        return points, u
 
     def reference(self, resolution: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
         x = torch.linspace(0.0, 1.0, resolution or self.resolution, **self.factory)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
+from .. import progress
 from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from .base import Problem, Solution
 
@@ -143,7 +144,13 @@ class LotkaVolterra(Problem):
             return self.rhs(t_, u)
 
         options = {"norm": lambda e: e.abs().max(), "step_t": t}
-        u = odeint(f, u0, t, rtol=rtol, atol=atol, method="dopri5", options=options)
+        span = float(t[-1] - t[0])
+        with progress.track_steps(span, f"lotka_volterra: time to {span:g}") as bar:
+            if bar.active:  # torchdiffeq calls this after each accepted step (already a host sync)
+                f.callback_accept_step = lambda t0, y0, dt: bar.advance(float(dt))
+            u = odeint(f, u0, t, rtol=rtol, atol=atol, method="dopri5", options=options)
+            if bar.active:
+                bar.advance(span - bar.completed)  # the rounding left by summing the steps
         return u.transpose(0, 1), nfe  # odeint puts time first: [T, N, 2]
 
     def _tolerances(self, dtype: torch.dtype) -> tuple[float, float]:

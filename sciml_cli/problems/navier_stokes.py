@@ -37,6 +37,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .. import progress
 from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..errors import ConfigError
 from ..numerics.metrics import relative_l2
@@ -261,7 +262,12 @@ class NavierStokes(Problem, OperatorData):
         w0 = self.initial_vorticity(n_samples, fine, generator)
         w = torch.empty(n_samples, self.n_records + 1, res, res, **self.factory)
         max_cfl = 0.0
-        with torch.no_grad():
+        n_steps = self.n_records * self.steps_per_record
+        n_batches = -(-n_samples // self.batch_size)
+        label = f"navier_stokes: time steps on {fine}x{fine}"
+        label += f", {n_batches} batches" if n_batches > 1 else ""
+        bar = progress.track_steps(n_batches * n_steps, label)
+        with torch.no_grad(), bar:
             for lo in range(0, n_samples, self.batch_size):
                 hi = min(lo + self.batch_size, n_samples)
                 w_hat = torch.fft.rfft2(w0[lo:hi])
@@ -269,6 +275,7 @@ class NavierStokes(Problem, OperatorData):
                     if record:
                         for _ in range(self.steps_per_record):
                             w_hat = self.step_spectral(w_hat, self.dt)
+                            bar.advance()
                     w_fine = torch.fft.irfft2(w_hat, s=(fine, fine))
                     if not torch.isfinite(w_fine).all():  # one sync per record, not per step
                         raise ValueError(
@@ -280,7 +287,6 @@ class NavierStokes(Problem, OperatorData):
         if w.device.type == "cuda":
             torch.cuda.synchronize(w.device)
         wall = time.perf_counter() - start
-        n_steps = self.n_records * self.steps_per_record
         return Solution(
             fields={"w": w},
             grid={

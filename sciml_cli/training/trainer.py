@@ -189,6 +189,8 @@ class Trainer:
         self.run_dir, self.config_yaml = Path(run_dir), config_yaml
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.val_metric = problem.val_metric
+        if resume is None:
+            self.best = problem.worst
         self.hparams = hparams or {}
         pending_optim: dict[str, Any] | None = None
         if resume is not None:
@@ -277,6 +279,7 @@ class Trainer:
             logs["loss/total"] = first["total"].item()
             logs["lr"] = float(lr)
             logs["grad_norm"] = first["grad_norm"].item()
+            logs.update(model.scalars())
             self.last_logs = logs
             self.history.append([self.step, logs["loss/total"]])
             for cb in self.callbacks:
@@ -288,7 +291,7 @@ class Trainer:
         self.model.train()
         self.last_eval, self._validated_at = evaluation, self.step
         value = evaluation.metrics[self.val_metric]
-        if value < self.best:
+        if self.problem.better(value, self.best):
             self.best = value
             self.save("best.pt")
         for cb in self.callbacks:

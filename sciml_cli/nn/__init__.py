@@ -1,0 +1,12 @@
+"""Networks any method can build: the MLP (activations, initialisation, Fourier features,
+derivatives with respect to its inputs in one forward pass) and the Fourier layers of the FNO.
+
+A network maps tensors to tensors and knows nothing of problems; a method (``models/``) owns
+the objective, the data and the evaluation and builds the network it needs from here.
+"""
+
+from ..numerics.autodiff import parse_derivative
+from .fourier import FourierLayer, SpectralConv, pointwise
+from .mlp import ACTIVATIONS, MLP, Derivatives
+
+__all__ = ["ACTIVATIONS", "MLP", "Derivatives", "FourierLayer", "SpectralConv", "parse_derivative", "pointwise"]
