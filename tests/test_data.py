@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import multiprocessing as mp
 import time
 import warnings
@@ -78,7 +79,7 @@ def test_generated_once_then_read_back(tmp_path):
     assert list(again.grid) == ["t", "x"]
     attrs = verify_file(path)
     assert attrs["dataset_key"] == dataset_key(CONFIG) and attrs["problem"] == "heat"
-    assert "kappa" in attrs["generating_config"]
+    assert json.loads(attrs["generating_config"]) == CONFIG  # the whole config, readable back
     cached_solution("heat", {**CONFIG, "seed": 1}, lambda: _make(marker, seed=1), tmp_path / "data")
     assert _generations(marker) == 2
     assert len(list((tmp_path / "data").glob("*.h5"))) == 2
@@ -126,9 +127,18 @@ def test_a_file_from_another_config_is_not_trusted(tmp_path):
 def test_streaming_verify_agrees_with_the_writer_for_any_block_size(tmp_path):
     sol = _make(tmp_path / "m")
     sol.fields["scalar_per_sample"] = torch.arange(4, dtype=torch.int64)
-    path = write_solution(tmp_path / "s.h5", sol, {})
+    path = write_solution(tmp_path / "s.h5", sol, {"note": "kept"})
     for block in (1, 100, 1000, 2**30):  # one row per block ... everything in one
-        verify_file(path, block_bytes=block)
+        assert verify_file(path, block_bytes=block)["note"] == "kept"
+    # and each block size sees one flipped byte in the last array: the check is not vacuous
+    with h5py.File(path, "r") as f:
+        offset = f["fields/scalar_per_sample"].id.get_offset()
+    raw = bytearray(path.read_bytes())
+    raw[offset + 3] ^= 0x01
+    path.write_bytes(bytes(raw))
+    for block in (1, 100, 1000, 2**30):
+        with pytest.raises(SciMLError, match="checksum mismatch"):
+            verify_file(path, block_bytes=block)
 
 
 # -- the cache across real processes ----------------------------------------------------------------------
@@ -199,7 +209,7 @@ def test_pdebench_values_grid_and_slices(tmp_path):
         np.testing.assert_array_equal(ds[[0, 3], -1]["u"].numpy(), u[[0, 3], -1])
         assert ds[[]]["u"].shape == (0, T, X)
         assert ds[0]["u"].dtype == torch.float32
-        with pytest.raises(IndexError):
+        with pytest.raises(IndexError, match=f"sample {N} out of range for {N} samples"):
             ds[N]
     assert PDEBenchDataset(tmp_path / "adv.hdf5", dtype=torch.float64)[0]["u"].dtype == torch.float64
 

@@ -10,72 +10,17 @@ import math
 
 import pytest
 import torch
+from conftest import Diffusion, coefficients, synthesise
 
-from sciml_cli.models.fno import FNO, FourierLayer, SpectralConv
+from sciml_cli.models.fno import FNO
+from sciml_cli.nn import FourierLayer, SpectralConv
 from sciml_cli.numerics.metrics import relative_l2
-from sciml_cli.problems.base import SPLIT_SEEDS, OperatorData, Problem, Solution
 from sciml_cli.training import checkpoint
 from sciml_cli.training.trainer import Phase, Trainer
 
 
-def coefficients(n_samples: int, channels: int, n_dims: int, band: int, seed: int):
-    """Random complex Fourier coefficients ``[N, C, 2 band + 1, ...]`` for ``k_i = -band .. band``,
-    decaying like ``1 / (1 + |k|^2)``, and ``|k|^2`` ``[2 band + 1, ...]``."""
-    g = torch.Generator().manual_seed(seed)
-    k = torch.arange(-band, band + 1, dtype=torch.float64)
-    k2 = sum(torch.meshgrid(*[k**2] * n_dims, indexing="ij"))
-    shape = (n_samples, channels, *k2.shape)
-    c = torch.complex(torch.randn(shape, generator=g, dtype=torch.float64),
-                      torch.randn(shape, generator=g, dtype=torch.float64))
-    return c / (1 + k2), k2
-
-
-def synthesise(c: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The real part of ``sum_k c_k exp(2 pi i k . x)`` on ``x_j = j / n`` of the unit cell:
-    ``[N, C, n, ...]`` (float64), and the axis ``[n]``. The same function at every ``n``."""
-    band = (c.shape[-1] - 1) // 2
-    k = torch.arange(-band, band + 1, dtype=torch.float64)
-    x = torch.arange(n, dtype=torch.float64) / n
-    e = torch.exp(2j * math.pi * k[:, None] * x[None])  # [2 band + 1, n]
-    if c.ndim == 3:
-        return torch.einsum("ncp,px->ncx", c, e).real, x
-    return torch.einsum("ncpq,px,qy->ncxy", c, e, e).real, x
-
-
 def band_limited(n_samples, channels, n, n_dims, band, seed=0):
     return synthesise(coefficients(n_samples, channels, n_dims, band, seed)[0], n)
-
-
-class Diffusion(Problem, OperatorData):
-    """Periodic diffusion on ``[0, 1)^d`` for a fixed time, ``u_o = exp(T_o kappa Laplacian) sum_i a_i``
-    with ``T_o = (o + 1) T``: Fourier mode ``k`` of output channel ``o`` is damped by
-    ``exp(-(o + 1) decay |k|^2)``, ``decay = 4 pi^2 kappa T``. Inputs are band-limited, so
-    ``a`` and ``u`` are exact at every resolution."""
-
-    def __init__(self, n_dims: int = 1, in_channels: int = 1, out_channels: int = 1, band: int = 6,
-                 decay: float = 0.2, resolution: int = 64) -> None:
-        super().__init__()
-        self.n_dims, self.in_channels, self.out_channels = n_dims, in_channels, out_channels
-        self.band, self.decay, self.resolution = band, decay, resolution
-        self.calls: list[tuple[str, int, int]] = []  # (split, n_samples, resolution) asked for
-
-    def operator_pairs(self, split, n_samples, resolution=None):
-        resolution = resolution or self.resolution
-        self.calls.append((split, n_samples, resolution))
-        a, u, grid = self.exact(n_samples, resolution, SPLIT_SEEDS[split])
-        return a.to(**self.factory), u.to(**self.factory), {k: v.to(**self.factory) for k, v in grid.items()}
-
-    def exact(self, n_samples: int, resolution: int, seed: int):
-        c, k2 = coefficients(n_samples, self.in_channels, self.n_dims, self.band, seed)
-        damp = torch.stack([torch.exp(-(o + 1) * self.decay * k2) for o in range(self.out_channels)])
-        a, x = synthesise(c, resolution)
-        u, _ = synthesise(c.sum(1, keepdim=True) * damp, resolution)
-        grid = {"x": x} if self.n_dims == 1 else {"x": x, "y": x.clone()}
-        return a, u, grid
-
-    def solve(self, resolution=None, n_samples=1, seed=0):
-        a, u, grid = self.exact(n_samples, resolution or self.resolution, seed)
-        return Solution({"a": a, "u": u}, grid, {"solver": "exact"})
 
 
 def make(problem, **kwargs) -> FNO:

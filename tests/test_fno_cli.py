@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import json
 
-from conftest import only_run_dir
+import pytest
+import torch
+from conftest import TINY_FNO, assert_figure, first_logged_loss, only_run_dir
 
-TINY_FNO = [
-    "experiment=fno_burgers_quick", "problem.fine_resolution=256", "problem.resolution=64",
-    "model.width=16", "model.modes=8", "model.n_train=40", "model.n_test=20", "model.batch_size=10",
-    "optim.steps=40", "trainer.val_every=20", "trainer.checkpoint_every=20", "trainer.log_every=5",
-    "trainer.device=cpu",
-]
+from sciml_cli.data.hdf5 import read_solution
+from sciml_cli.numerics.metrics import relative_l2
+from sciml_cli.problems.burgers import Burgers
 
 
 def test_fno_burgers_train_eval_resolution_sweep_and_surrogate_solve(sciml):
+    """40 steps on 40 pairs take the tiny FNO from rel-L2 1.0 (untrained) to 0.15 (measured);
+    that does not reach the heat-equation baseline the data store (0.024 here): the preset does,
+    in 2500 steps on 500 pairs (1.5e-3, README). So the learning check here is a fraction of
+    the untrained loss, and the stored baseline and the surrogate's numbers are checked against
+    their definitions instead."""
     proc = sciml("train", *TINY_FNO)
     assert proc.returncode == 0, proc.stderr
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-fno")
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["val/rel_l2"] < 0.5  # 40 steps on 40 pairs: learning, far from converged
+    untrained = first_logged_loss(run)
+    # an untrained FNO predicts about the normalised mean, zero for these zero-mean fields
+    assert untrained == pytest.approx(1.0, abs=0.1)
+    assert metrics["val/rel_l2"] < 0.25 * untrained  # measured 0.15
     data = sorted(p.name.split("-")[1] for p in (sciml.cwd / "outputs" / "data").glob("*.h5"))
     assert data == ["train", "val"]  # generated on first use and cached; test only at eval
 
@@ -28,13 +35,24 @@ def test_fno_burgers_train_eval_resolution_sweep_and_surrogate_solve(sciml):
     result = json.loads((run / "eval.json").read_text())
     sweep = result["resolution_sweep"]
     assert set(sweep) == {"64", "128", "256"}
+    assert sweep["64"] == result["metrics"]  # the model's own resolution
     # zero-shot super-resolution: the same operator on finer grids of the same functions
     assert abs(sweep["256"]["rel_l2"] - sweep["64"]["rel_l2"]) < 0.2 * sweep["64"]["rel_l2"]
-    assert len(result["per_sample_rel_l2"]) == 20
-    assert 0 < result["baselines"]["heat_equation_rel_l2"] < 0.1
+    per_sample = result["per_sample_rel_l2"]
+    assert len(per_sample) == 20
+    assert sum(per_sample) / 20 == pytest.approx(result["metrics"]["rel_l2"], rel=1e-12)
+    assert max(per_sample) == pytest.approx(result["metrics"]["rel_l2_max"], rel=1e-12)
+    # the baseline is the linear heat equation's error on the test split, as its file stores it
+    (test_file,) = (sciml.cwd / "outputs" / "data").glob("burgers-test-*.h5")
+    test = read_solution(test_file)
+    heat = Burgers(fine_resolution=256).to("cpu", torch.float64).heat_prediction(test.fields["a"], 1.0)
+    baseline = relative_l2(heat, test.fields["u"]).mean().item()
+    assert test.fields["a"].shape == (20, 256)
+    assert result["baselines"]["heat_equation_rel_l2"] == pytest.approx(baseline, rel=1e-12)
+    assert test.attrs["baseline_heat_rel_l2"] == pytest.approx(baseline, rel=1e-12)
     for label in ("best", "median", "worst"):
-        assert (run / "plots" / f"eval_best_{label}_sample.png").is_file()
-    assert (run / "plots" / "eval_best_histogram.png").is_file()
+        assert_figure(run / "plots" / f"eval_best_{label}_sample.png")
+    assert_figure(run / "plots" / "eval_best_histogram.png")
     assert not (run / "plots" / "eval_best.png").exists()  # that is the single-field plot
     assert not (run / "plots" / "eval_best_per_step.png").exists()  # one output snapshot only
     assert "resolution sweep" in proc.stdout and "baseline" in proc.stdout
@@ -44,15 +62,31 @@ def test_fno_burgers_train_eval_resolution_sweep_and_surrogate_solve(sciml):
     (out,) = (sciml.cwd / "outputs" / "solve" / "burgers").glob("*/surrogate.json")
     surrogate = json.loads(out.read_text())
     assert surrogate["seed"] == 1000 and surrogate["n_samples"] == 10 and surrogate["resolution"] == 64
-    assert surrogate["speedup"] > 0 and surrogate["rel_l2_mean"] < 0.5
     assert surrogate["batch_size"] == 10  # the model's training batch by default
+    # the Burgers solver computes only u from a: the whole of its time is the reference
+    assert "reference_output_share" not in surrogate
+    assert surrogate["speedup"] == pytest.approx(surrogate["reference_s"] / surrogate["surrogate_s"], rel=1e-12)
+    # the errors and the baseline are those of the checkpoint on the fresh instances (seed 1000)
+    from sciml_cli.commands.eval import restore
+
+    _, problem, model, _ = restore(run / "checkpoints" / "best.pt", "cpu")
+    fresh = problem.to("cpu", torch.float64).solve(resolution=64, n_samples=10, seed=1000)
+    a, u = problem.operator_fields(fresh)
+    with torch.no_grad():
+        prediction = model(a.float(), {"x": fresh.grid["x"].float()})
+    errors = relative_l2(prediction.flatten(1).double(), u.flatten(1))
+    assert surrogate["rel_l2_mean"] == pytest.approx(errors.mean().item(), rel=1e-5)
+    assert surrogate["rel_l2_max"] == pytest.approx(errors.max().item(), rel=1e-5)
+    assert surrogate["baseline_heat_rel_l2"] == pytest.approx(fresh.attrs["baseline_heat_rel_l2"], rel=1e-12)
+    assert surrogate["rel_l2_mean"] < 0.25 * untrained  # measured 0.13 (heat baseline 0.025)
     assert "speedup" in proc.stdout
 
 
 def test_fno_on_a_physics_residual_only_problem_fails_before_any_work(sciml):
     proc = sciml("train", "model=fno", "problem=heat")
-    assert proc.returncode == 2 and "does not offer the operator data view" in proc.stderr
-    assert "burgers" in proc.stderr
+    assert proc.returncode == 2 and "operator data view" in proc.stderr
+    assert "burgers" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (sciml.cwd / "outputs" / "data").exists()  # no data generated
 
 
 def test_a_resumed_run_can_be_extended_with_more_steps(sciml):

@@ -8,9 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import only_run_dir
-from test_fno_cli import TINY_FNO
-from test_fno_navier_stokes import TINY_NS
+from conftest import TINY_FNO, TINY_NS, first_logged_loss, only_run_dir
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -26,10 +24,20 @@ def test_fno_burgers_trains_and_evaluates_on_cuda(sciml, flags):
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-fno")
     assert json.loads((run / "run.json").read_text())["device"] == "cuda"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["val/rel_l2"] < 0.5  # learning, as on the CPU
+    # learning, as on the CPU (test_fno_cli: 1.0 untrained, 0.15 after the 40 steps)
+    assert metrics["val/rel_l2"] < 0.25 * first_logged_loss(run)
     proc = sciml("eval", f"run={run}", "device=cuda")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((run / "eval.json").read_text())["metrics"]["rel_l2"] < 0.5
+    on_gpu = json.loads((run / "eval.json").read_text())
+    assert on_gpu["device"].startswith("cuda")
+    # the same checkpoint scored on the CPU: eval runs float32 without autocast or compile, and
+    # matmuls do not use TF32 by default, so only round-off in the FFTs and sums differs
+    proc = sciml("eval", f"run={run}", "device=cpu")
+    assert proc.returncode == 0, proc.stderr
+    on_cpu = json.loads((run / "eval.json").read_text())
+    assert on_cpu["device"] == "cpu"
+    assert on_gpu["metrics"]["rel_l2"] == pytest.approx(on_cpu["metrics"]["rel_l2"], rel=1e-3)
+    assert on_gpu["metrics"]["rel_l2"] < 0.25 * first_logged_loss(run)
 
 
 def test_autoregressive_fno_trains_under_bf16_autocast_on_cuda(sciml):

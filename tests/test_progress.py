@@ -1,5 +1,5 @@
 """Progress bars: drawn on a terminal, silent off one or when switched off; every problem's default
-``sciml solve`` stays small (the paper's settings stay reachable with ``setup=paper``)."""
+``sciml solve`` stays small (the paper's settings stay reachable with ``fidelity=paper``)."""
 
 from __future__ import annotations
 
@@ -225,7 +225,7 @@ def _ns_work(p: NavierStokes, n_samples: int) -> float:
 @pytest.mark.parametrize("problem", config.group_options("problem"))
 def test_every_default_solve_is_small(problem):
     cfg, choices = compose("solve", [f"problem={problem}"])
-    assert choices["setup"] == "quick"
+    assert choices["fidelity"] == "quick"
     p = config.instantiate(cfg.problem).to("cpu", torch.float64)
     if isinstance(p, NavierStokes):  # too slow to run to find out: count its work
         assert _ns_work(p, cfg.n_samples) <= NS_BUDGET, (p.dt, p.fine_resolution)
@@ -236,12 +236,12 @@ def test_every_default_solve_is_small(problem):
 
 
 def test_the_papers_navier_stokes_settings_stay_reachable_and_training_keeps_them():
-    cfg, _ = compose("solve", ["problem=navier_stokes", "setup=paper"])
+    cfg, _ = compose("solve", ["problem=navier_stokes", "fidelity=paper"])
     paper = config.instantiate(cfg.problem)
     assert (paper.dt, paper.fine_resolution, paper.t_end) == (1e-4, 256, 50.0)
     assert paper.n_records * paper.steps_per_record == 500_000
     assert _ns_work(paper, 1) > 100 * NS_BUDGET
-    # the quick setup is solve's alone: training and the presets' data keep their numbers
+    # the quick fidelity is solve's alone: training and the presets' data keep their numbers
     cfg, _ = compose("train", ["model=fno", "problem=navier_stokes"])
     assert (cfg.problem.dt, cfg.problem.fine_resolution) == (1e-4, 256)
     for preset, dt in (("fno_navier_stokes", 1e-2), ("fno_navier_stokes_small", 2e-2)):
@@ -252,6 +252,6 @@ def test_the_papers_navier_stokes_settings_stay_reachable_and_training_keeps_the
             cfg.problem.forcing_amplitude,
             cfg.problem.scheme,
         ) == (dt, 64, 0.1, "cn_heun")
-    # an explicit override beats the setup
+    # an explicit override beats the fidelity
     cfg, _ = compose("solve", ["problem=navier_stokes", "problem.dt=5e-3"])
     assert (cfg.problem.dt, cfg.problem.fine_resolution) == (5e-3, 64)

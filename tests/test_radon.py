@@ -140,11 +140,16 @@ def test_opnorm_matches_the_largest_singular_value():
 
 
 def test_matrix_rows_hold_two_entries_per_sample():
-    """Joseph's rays touch at most two pixels per row or column they cross."""
+    """Joseph's rays touch at most two pixels per row or column they cross: at 0 degrees the
+    rays run through pixel centres (one pixel per column), at the other angles a ray through the
+    middle touches two in each of the 32 columns or rows it steps along. No entry is stored twice
+    or as an explicit zero."""
     op = RadonTransform(32, 9)
-    counts = op.matrix().crow_indices().diff()
-    assert counts.max().item() <= 2 * 32
-    assert op.nnz == op.matrix().values().numel()
+    matrix = op.matrix()
+    counts = matrix.crow_indices().diff().view(9, op.n_detectors)  # [angle, detector]
+    assert counts[0].max().item() == 32
+    assert counts[1:].max(1).values.tolist() == [2 * 32] * 8
+    assert op.nnz == matrix.values().numel() and (matrix.values() != 0).all()
 
 
 def test_autograd_uses_the_exact_adjoint_to_any_order():
@@ -167,9 +172,11 @@ def test_leading_dimensions_and_shape_errors():
     assert op.forward(x).shape == (2, 3, 4, op.n_detectors)
     assert torch.allclose(op.forward(x)[1, 2], op.forward(x[1, 2]))
     assert op.adjoint(op.forward(x)).shape == x.shape
-    with pytest.raises(ValueError, match="image"):
+    with pytest.raises(ValueError, match=r"^image: expected trailing shape \(16, 16\), got \(15, 16\)"):
         op.forward(torch.zeros(15, 16))
-    with pytest.raises(ValueError, match="filter"):
+    with pytest.raises(ValueError, match=r"^sinogram: expected trailing shape \(4, "):
+        op.adjoint(torch.zeros(3, op.n_detectors))
+    with pytest.raises(ValueError, match=r"^filter: 'gauss' is not one of ramp, "):
         op.fbp(op.forward(x), "gauss")  # type: ignore[arg-type]
 
 

@@ -148,5 +148,8 @@ def test_grf_seeded_and_device_dtype():
     a = grf_2d(3, 16, 2.5, 7.0, 10.0, torch.Generator().manual_seed(5), dtype=torch.float32)
     b = grf_2d(3, 16, 2.5, 7.0, 10.0, torch.Generator().manual_seed(5), dtype=torch.float32)
     assert a.dtype == torch.float32 and torch.equal(a, b)
-    with pytest.raises(ValueError, match="n_samples"):
+    assert not torch.equal(a, grf_2d(3, 16, 2.5, 7.0, 10.0, torch.Generator().manual_seed(6), dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"^n_samples: must be >= 1, got 0$"):
         grf_1d(0, 16, 2.5, 7.0, 10.0, None)
+    with pytest.raises(ValueError, match=r"^alpha: must be > 0, got -1"):
+        grf_2d(1, 16, -1.0, 7.0, 10.0, None)

@@ -75,6 +75,60 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tm
         assert torch.equal(a, b)
 
 
+#: every stateful PINN option at once on Burgers: RAD redraws from the model, balanced weights,
+#: causal weights, a learned coefficient from observations, Taylor derivatives
+STATEFUL = [
+    "optim=adam_lbfgs", "optim.steps=24", "optim.lbfgs_steps=4", "model.width=10", "model.depth=2",
+    "problem=burgers", "problem.setup=raissi", "model.n_interior=200", "model.n_initial=40",
+    "model.n_boundary=40", "model.adaptive=rad", "model.resample_every=6", "model.rad_pool=2000",
+    "model.resample_until=${optim.steps}", "model.balance=lr_annealing", "model.balance_every=5",
+    "model.causal_epsilon=1.0", "model.causal_bins=8", "model.learn={lambda1:0.5}", "model.n_observations=100",
+    "model.derivatives=taylor", "trainer.dtype=float64", "trainer.val_every=10", "trainer.checkpoint_every=4",
+    "trainer.log_every=1",
+]
+
+
+@pytest.mark.parametrize("stop_at", [7, 12, 26])
+def test_stateful_pinn_options_resume_bit_for_bit(tmp_path, stop_at):
+    full, full_model = fit(STATEFUL, tmp_path / "full")
+    with pytest.raises(Interrupted):
+        fit(STATEFUL, tmp_path / "cut", callbacks=[SignalAt(stop_at)])
+    state = checkpoint.load(tmp_path / "cut" / "checkpoints" / "last.pt")
+    resumed, resumed_model = fit(STATEFUL, tmp_path / "cut", resume=state)
+    full.pop("wall_time_s"), resumed.pop("wall_time_s")
+    assert resumed == full
+    assert int(full_model.interior_draw) == 3  # RAD redrew (steps 6, 12, 18), then stopped
+    assert not torch.equal(full_model.balance_weights, torch.ones_like(full_model.balance_weights))
+    for (name, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+class Accuracy(Callback):
+    """Records every validation value of the trainer's metric."""
+
+    def __init__(self):
+        self.values = []
+
+    def on_validation(self, trainer, evaluation):
+        self.values.append(evaluation.metrics[trainer.val_metric])
+
+
+def test_best_checkpoint_follows_a_higher_is_better_metric(tmp_path, monkeypatch):
+    from sciml_cli.problems.heat import Heat
+
+    # a problem whose metric is better higher (as PSNR is): 1 - rel_l2
+    monkeypatch.setattr(Heat, "val_metric", "accuracy", raising=False)
+    monkeypatch.setattr(Heat, "val_direction", "maximize", raising=False)
+    original = Heat.metrics
+    monkeypatch.setattr(Heat, "metrics", lambda self, p, r: {**original(self, p, r),
+                                                             "accuracy": 1 - original(self, p, r)["rel_l2"]})
+    record = Accuracy()
+    summary, _ = fit([*PHASED[:12], "trainer.val_every=2"], tmp_path, callbacks=[record])
+    assert len(record.values) >= 10 and max(record.values) > min(record.values)  # a min rule would differ
+    assert summary["best/accuracy"] == max(record.values)
+    assert checkpoint.load(tmp_path / "checkpoints" / "best.pt")["best"] == max(record.values)
+
+
 class RecordLR(Callback):
     def __init__(self):
         self.lr = {}

@@ -100,8 +100,11 @@ def _resumed_config(saved_yaml: str, composed: DictConfig, overrides: list[str])
 
 
 def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    from .. import plotting
+    from .. import plotting, progress
     from ..training import checkpoint
+
+    # quiet training means quiet data generation too
+    progress.enable(OmegaConf.select(cfg, "trainer.callbacks.progress") is not None)
 
     resume_state = None
     if cfg.resume is not None:

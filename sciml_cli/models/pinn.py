@@ -273,6 +273,9 @@ class PINN(Model):
                 batch["boundary"] = problem.sample_boundary(self.n_boundary, s + 2)
             if self.n_observations:
                 batch["obs_points"], batch["obs_values"] = self._observations(problem, seed)
+            at = [batch[k] for k in ("initial", "boundary", "obs_points") if k in batch]
+            if at:
+                batch["values_at"] = torch.cat(at)
             self._cache["batch"] = (key, batch)
         return self._cache["batch"][1]
 
@@ -320,11 +323,15 @@ class PINN(Model):
         interior = batch["interior"]
         r2 = problem.residual(self.fields(problem, interior), interior, self.coefficients()).pow(2).sum(1)
         terms = {"residual": self._causal(r2, interior, problem) if self.causal_epsilon is not None else r2.mean()}
-        if not self.hard:
-            terms["initial"] = problem.initial_residual(self(batch["initial"]), batch["initial"]).pow(2).mean()
-            terms["boundary"] = problem.boundary_residual(self(batch["boundary"]), batch["boundary"]).pow(2).mean()
-        if self.n_observations:
-            terms["data"] = (self(batch["obs_points"]) - batch["obs_values"]).pow(2).mean()
+        # one forward pass for every point set that needs values only
+        sets = ([("initial", batch["initial"]), ("boundary", batch["boundary"])] if not self.hard else [])
+        sets += [("data", batch["obs_points"])] if self.n_observations else []
+        if sets:
+            values = self(batch["values_at"]).split([len(p) for _, p in sets])
+            checks = {"initial": problem.initial_residual, "boundary": problem.boundary_residual,
+                      "data": lambda u, p: u - batch["obs_values"]}
+            for (name, points), u in zip(sets, values):
+                terms[name] = checks[name](u, points).pow(2).mean()
         if self._balance_now and len(terms) > 1:
             self._rebalance(terms)
         self._balance_now = False  # once per step, not per L-BFGS closure call

@@ -200,45 +200,46 @@ class MLP(nn.Module):
         pairs = [k for k in wanted if len(k) == 2]
         first = sorted({i for k in wanted for i in k})
         pos = {i: n for n, i in enumerate(first)}
-        pi = torch.tensor([pos[p[0]] for p in pairs], device=x.device, dtype=torch.long)
-        pj = torch.tensor([pos[p[1]] for p in pairs], device=x.device, dtype=torch.long)
-        k1 = len(first)
-
-        def activate(s: Tensor, jet) -> Tensor:
-            # s: [1 + k1 + k2, N, w] = value, first derivatives, second derivatives
-            f, f1, f2 = jet(s[0])
-            d1 = s[1:1 + k1]
-            parts = [f[None], f1 * d1]
-            if pairs:
-                parts.append(f2 * d1[pi] * d1[pj] + f1 * s[1 + k1:])
-            return torch.cat(parts)
-
-        # the embedding: an affine map of x (first derivatives constant, second zero), then cos/sin
+        n = x.shape[0]
+        # the jet of the scaled input: value xs, constant first derivatives, no second ones.
+        # v [N, w], d1 [k1, N, w], d2 [k2, N, w] or None (zero); no zero tensors are built, and
+        # directions are split by unbind (whose backward is a stack, not a scatter into zeros)
         xs = x * self.in_scale + self.in_shift
-        n, d = x.shape
-        unit = torch.zeros(k1, 1, d, device=x.device, dtype=x.dtype)
-        for n_i, i in enumerate(first):
-            unit[n_i, 0, i] = self.in_scale[i]
+        unit = torch.diag(self.in_scale)[first]  # [k1, d]
         if self.fourier_b is None:
-            s = torch.cat([xs[None], unit.expand(k1, n, d), xs.new_zeros(len(pairs), n, d)])
+            v, d1, d2 = xs, unit[:, None, :].expand(len(first), n, x.shape[1]), None
         else:
             b = (2 * math.pi) * self.fourier_b
-            z = torch.cat([(xs @ b)[None], (unit @ b).expand(k1, n, b.shape[1]),
-                           xs.new_zeros(len(pairs), n, b.shape[1])])
-            s = torch.cat([activate(z, lambda v: (torch.cos(v), -torch.sin(v), -torch.cos(v))),
-                           activate(z, _sin)], dim=-1)
+            z, dz = xs @ b, (unit @ b)[:, None, :].expand(len(first), n, b.shape[1])
+            cos = self._activate(z, dz, None, pairs, pos, lambda u: (torch.cos(u), -torch.sin(u), -torch.cos(u)))
+            sin = self._activate(z, dz, None, pairs, pos, _sin)
+            v, d1, d2 = (torch.cat([c, s], dim=-1) if c is not None else None for c, s in zip(cos, sin))
         for layer in self.hidden:
-            s = self._linear(layer, s)
-            s = activate(s, self._jet)
-        s = self._linear(self.out, s)
-        out = {(): s[0]}
-        out.update({(i,): s[1 + pos[i]] for i in first if (i,) in wanted})
-        out.update({p: s[1 + k1 + n_p] for n_p, p in enumerate(pairs)})
+            v, d1, d2 = self._linear(layer, v, d1, d2)
+            v, d1, d2 = self._activate(v, d1, d2, pairs, pos, self._jet)
+        v, d1, d2 = self._linear(self.out, v, d1, d2)
+        out = {(): v}
+        out.update({(i,): d1[pos[i]] for i in first if (i,) in wanted})
+        out.update({p: d2[n_p] for n_p, p in enumerate(pairs)})
         return out
 
     @staticmethod
-    def _linear(layer: nn.Linear, s: Tensor) -> Tensor:
-        """One GEMM for the value and every derivative; the bias enters the value only."""
-        out = torch.matmul(s, layer.weight.T)
-        return torch.cat([(out[0] + layer.bias)[None], out[1:]])
+    def _activate(v: Tensor, d1: Tensor, d2: Tensor | None, pairs, pos, jet):
+        """Chain rule to second order: ``s(v)``, ``s'(v) dv``, ``s''(v) dv_i dv_j + s'(v) d2v``."""
+        f, f1, f2 = jet(v)
+        new_d1 = f1 * d1
+        new_d2 = None
+        if pairs:
+            dirs = d1.unbind(0)
+            new_d2 = torch.stack([f2 * dirs[pos[i]] * dirs[pos[j]] for i, j in pairs])
+            if d2 is not None:
+                new_d2 = torch.addcmul(new_d2, f1, d2)
+        return f, new_d1, new_d2
+
+    @staticmethod
+    def _linear(layer: nn.Linear, v: Tensor, d1: Tensor, d2: Tensor | None):
+        """The bias enters the value only; derivatives go through the weight alone."""
+        w = layer.weight.T
+        return (torch.addmm(layer.bias, v, w), torch.matmul(d1, w),
+                None if d2 is None else torch.matmul(d2, w))
 

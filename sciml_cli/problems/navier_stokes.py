@@ -66,6 +66,7 @@ def _integer_ratio(numerator: float, denominator: float) -> int | None:
 
 
 class NavierStokes(Problem, OperatorData):
+
     """Forced 2D Navier–Stokes in vorticity form on ``[0, 1)^2`` (Li et al. 2021).
 
     Parameters
@@ -102,6 +103,10 @@ class NavierStokes(Problem, OperatorData):
     data_dir
         Where generated operator datasets are cached (one file per split, size and resolution).
     """
+
+    #: how many trajectories are solved at once and how records split into input and output
+    #: do not change the numbers
+    cache_exempt = frozenset({"data_dir", "batch_size", "t_in"})
 
     def __init__(
         self,
@@ -352,14 +357,8 @@ class NavierStokes(Problem, OperatorData):
             raise ConfigError("resolution", str(err).removeprefix("resolution: ")) from None
         self._check_t_in()
         seed = SPLIT_SEEDS[split]
-        generating = {
-            "problem": "navier_stokes", "viscosity": self.viscosity,
-            "forcing_amplitude": self.forcing_amplitude, "t_end": self.t_end,
-            "record_every": self.record_every, "dt": self.dt, "scheme": self.scheme,
-            "fine_resolution": self.fine_resolution, "alpha": self.alpha, "tau": self.tau,
-            "sigma": self.sigma, "resolution": res, "n_samples": int(n_samples), "seed": seed,
-            "dtype": "float32",
-        }
+        # resolution: trajectories are solved at the resolution asked for
+        generating = self.cache_key(resolution=res, n_samples=int(n_samples), seed=seed, dtype="float32")
 
         def generate() -> Solution:
             solver = NavierStokes(**{k: getattr(self, k) for k in (
