@@ -104,7 +104,8 @@ def assert_figure(path: Path, min_width: int = 500, min_height: int = 350):
     height, width = image.shape[:2]
     assert width >= min_width and height >= min_height, (path, image.shape)
     rgb = image[..., :3]
-    colours = len(np.unique((rgb * 255).round().astype(np.uint8).reshape(-1, 3), axis=0))
+    packed = (rgb * 255).round().astype(np.uint32).reshape(-1, 3) @ np.array([1 << 16, 1 << 8, 1], dtype=np.uint32)
+    colours = len(np.unique(packed))
     coloured = ((rgb.max(-1) - rgb.min(-1)) > 0.3).mean()
     assert colours > 32 and coloured > 0.002, (path, colours, coloured)
     return image

@@ -6,11 +6,16 @@ import csv
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import h5py
 import pytest
-from conftest import ROOT, TINY, only_run_dir
+import torch
+from conftest import ROOT, TINY, assert_figure, only_run_dir
+from omegaconf import OmegaConf
 
+import sciml_cli
 from sciml_cli.data.hdf5 import read_solution
 from sciml_cli.training import checkpoint
 
@@ -98,53 +103,112 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(sciml, override, key, h
 
 def test_full_error_shows_the_traceback(sciml):
     proc = sciml("train", "optim.lr=-1", env={"HYDRA_FULL_ERROR": "1"})
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    # the error is raised, not reported: Python's exit status 1 and the traceback down to it
+    assert proc.returncode == 1 and proc.stderr.startswith("Traceback (most recent call last):")
+    assert proc.stderr.strip().splitlines()[-1].startswith("sciml_cli.errors.ConfigError: optim.lr: "), proc.stderr
+
+
+def _git_head() -> str | None:
+    """The commit of the tree the package runs from, as ``run.json`` should record it (None
+    outside git)."""
+    src = Path(sciml_cli.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
 
 
 def test_train_writes_the_run_directory_and_eval_rebuilds_from_it(sciml):
     with_progress = [o for o in TINY if not o.startswith("trainer.callbacks.progress")]
+    started = time.perf_counter()
     proc = sciml("train", *with_progress)
+    measured = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
-    for path in (".hydra/config.yaml", "checkpoints/last.pt", "checkpoints/best.pt", "plots/prediction.png",
-                 "plots/loss.png", "metrics.json", "run.json"):
-        assert (run / path).is_file(), path
-    _check_tensorboard(run / "tb")
-    assert "run summary" in proc.stdout and "val/rel_l2" in proc.stdout
+    # the saved config is the composed one, overrides included
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    assert (cfg.model.width, cfg.model.depth, cfg.optim.steps, cfg.trainer.val_every) == (16, 2, 40, 20)
+    last = checkpoint.load(run / "checkpoints" / "last.pt")
+    best = checkpoint.load(run / "checkpoints" / "best.pt")
+    assert last["step"] == 40 and best["step"] in (20, 40)
+    assert [step for step, _ in last["history"]] == list(range(5, 41, 5))  # log_every=5
+
+    # metrics.json: the final validation is the last checkpoint's, the best one the best checkpoint's
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["step"] == 40
+    assert (metrics["val_metric"], metrics["val_direction"]) == ("rel_l2", "minimize")
+    assert set(last["metrics"]) == {"rel_l2", "max_abs", "rmse"}
+    assert {k: metrics[f"val/{k}"] for k in last["metrics"]} == last["metrics"]
+    assert metrics["best/rel_l2"] == best["best"] == best["metrics"]["rel_l2"]
+    assert metrics["best/rel_l2"] <= metrics["val/rel_l2"]
+    assert metrics["loss/total"] == last["history"][-1][1]
+    assert metrics["wall_time_s"] == round(last["elapsed"], 3)
+
+    # run.json: provenance of this run, its wall time within that of the whole command
     info = json.loads((run / "run.json").read_text())
-    assert info["seed"] == 0 and info["device"] == "cpu" and info["versions"]["torch"].startswith("2.")
-    assert "commit" in info["git"] and info["wall_time_s"] > 0
+    assert info["status"] == "finished" and info["resumed_from_step"] is None
+    assert info["seed"] == cfg.trainer.seed == 0
+    assert info["device"] == cfg.trainer.device == "cpu" and info["dtype"] == cfg.trainer.dtype == "float32"
+    assert info["versions"]["torch"] == torch.__version__ and info["versions"]["sciml"] == sciml_cli.__version__
+    assert info["git"]["commit"] == _git_head()
+    assert info["wall_time_s"] == metrics["wall_time_s"] and 0 < info["wall_time_s"] < measured
+
+    for name in ("prediction.png", "loss.png"):
+        assert_figure(run / "plots" / name)
+    _check_tensorboard(run / "tb", metrics, last["history"], cfg.optim.lr)
+    # the summary table prints the run's own numbers
+    assert "run summary" in proc.stdout and "val/rel_l2" in proc.stdout
+    assert f"{metrics['val/rel_l2']:.4e}" in proc.stdout and f"{metrics['best/rel_l2']:.4e}" in proc.stdout
 
     proc = sciml("eval", f"run={run}")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((run / "eval.json").read_text())
+    assert result["checkpoint"] == str(run / "checkpoints" / "best.pt") and result["step"] == best["step"]
     assert set(result["metrics"]) == {"rel_l2", "max_abs", "rmse"}
-    assert result["metrics"]["rel_l2"] == pytest.approx(metrics["best/rel_l2"], rel=1e-9)
-    assert (run / "plots" / "eval_best.png").is_file()
-    assert "rel_l2" in proc.stdout
+    # rebuilt from the checkpoint alone, the model scores what it scored when it was saved
+    assert result["metrics"] == pytest.approx(best["metrics"], rel=1e-9)
+    assert_figure(run / "plots" / "eval_best.png")
+    assert all(f"{v:.4e}" in proc.stdout for v in result["metrics"].values()), proc.stdout
 
     proc = sciml("eval", f"run={run}", "checkpoint=last", "resolution=64")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((run / "eval.json").read_text())["resolution"] == 64
+    result = json.loads((run / "eval.json").read_text())
+    assert result["resolution"] == 64 and result["step"] == 40
+    assert result["checkpoint"] == str(run / "checkpoints" / "last.pt")
 
 
-def _check_tensorboard(tb):
+def _check_tensorboard(tb, metrics, history, lr):
+    """The event files hold what the run logged: every loss at every log step (the checkpoint's
+    history), the learning rate, both validations (the best is metrics.json's best), the images,
+    and the hparams with the final metrics."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    scalars, images, hparams = set(), set(), False
+    training, final, images = {}, {}, {}
+    n_hparams = 0
     for events in tb.glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0})
         acc.Reload()
-        scalars |= set(acc.Tags()["scalars"])
-        images |= set(acc.Tags()["images"])
-        hparams |= "_hparams_/experiment" in acc.summary_metadata
-    expected = {"loss/residual", "loss/initial", "loss/boundary", "loss/total", "lr", "grad_norm",
-                "val/rel_l2", "val/max_abs", "val/rmse"}
-    assert expected <= scalars, scalars
-    assert "val/prediction" in images
-    assert hparams
+        has_hparams = "_hparams_/experiment" in acc.summary_metadata
+        n_hparams += has_hparams
+        scalars = final if has_hparams else training
+        for tag in acc.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+        for tag in acc.Tags()["images"]:
+            images.setdefault(tag, []).extend(e.step for e in acc.Images(tag))
+    assert n_hparams == 1, n_hparams
+    log_steps = [step for step, _ in history]
+    for tag in ("loss/residual", "loss/initial", "loss/boundary", "loss/total", "lr", "grad_norm"):
+        assert [step for step, _ in training[tag]] == log_steps, (tag, training[tag])
+    assert [v for _, v in training["loss/total"]] == pytest.approx([loss for _, loss in history], rel=1e-6)
+    assert [v for _, v in training["lr"]] == pytest.approx([lr] * len(log_steps), rel=1e-6)
+    for key in ("rel_l2", "max_abs", "rmse"):
+        steps, values = zip(*training[f"val/{key}"])
+        assert steps == (20, 40) and values[-1] == pytest.approx(metrics[f"val/{key}"], rel=1e-6)
+    assert min(v for _, v in training["val/rel_l2"]) == pytest.approx(metrics["best/rel_l2"], rel=1e-6)
+    assert images["val/prediction"] == [20, 40]
+    for key in ("best/rel_l2", "val/rel_l2", "loss/total", "wall_time_s"):
+        assert final[key] == [(40, pytest.approx(metrics[key], rel=1e-6))], (key, final.get(key))
 
 
 @pytest.mark.parametrize(
@@ -159,18 +223,22 @@ def test_eval_bad_input(sciml, args, message):
 
 
 def test_solve_writes_hdf5_and_png(sciml):
+    started = time.perf_counter()
     proc = sciml("solve", "problem=heat", "resolution=65")
+    measured = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr
     out = only_run_dir(sciml.cwd / "outputs" / "solve" / "heat")
     solution = read_solution(out / "heat.h5")  # verifies the checksum
     assert tuple(solution.fields["u"].shape) == (1, 101, 65)
     assert list(solution.grid) == ["t", "x"]
-    assert solution.attrs["solver"] == "crank-nicolson" and solution.attrs["wall_time_s"] > 0
+    assert solution.attrs["solver"] == "crank-nicolson"
+    wall = solution.attrs["wall_time_s"]
+    assert 0 < wall < measured
     assert solution.attrs["rel_l2_vs_exact"] < 1e-3
     with h5py.File(out / "heat.h5") as f:
         assert "kappa: 0.1" in f.attrs["config"]
-    assert (out / "heat.png").stat().st_size > 1000
-    assert "samples/s" in proc.stdout
+    assert_figure(out / "heat.png")
+    assert "samples/s" in proc.stdout and f"{1 / wall:.3g}" in proc.stdout  # one sample
 
 
 def test_solve_bad_input(sciml):

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_figure
 from omegaconf import OmegaConf
 
 from sciml_cli import config
+from sciml_cli.errors import ConfigError
 from sciml_cli.numerics.image_metrics import psnr, ssim
 from sciml_cli.problems.ct import (
     Ct,
@@ -216,9 +218,15 @@ def test_analytic_data_model_avoids_the_inverse_crime():
 def test_metrics_add_psnr_and_ssim():
     problem = Ct(size=32)
     sol = problem.solve(n_samples=2)
-    m = problem.metrics(sol.fields["fbp"], sol.fields["image"])
-    assert {"rel_l2", "max_abs", "rmse", "psnr", "ssim"} <= set(m)
-    assert m["psnr"] == pytest.approx(psnr(sol.fields["fbp"], sol.fields["image"]).mean().item())
+    fbp, image = sol.fields["fbp"], sol.fields["image"]
+    m = problem.metrics(fbp, image)
+    assert set(m) == {"rel_l2", "max_abs", "rmse", "psnr", "ssim"}
+    assert m["psnr"] == pytest.approx(psnr(fbp, image).mean().item(), rel=1e-12)
+    assert m["ssim"] == pytest.approx(ssim(fbp, image).mean().item(), rel=1e-12)
+    # the error metrics are over all pixels of both images, not averaged per image
+    assert m["rel_l2"] == pytest.approx(rel(fbp, image), rel=1e-12)
+    assert m["max_abs"] == (fbp - image).abs().max().item()
+    assert m["rmse"] == pytest.approx(math.sqrt(((fbp - image) ** 2).mean().item()), rel=1e-12)
 
 
 def test_bad_arguments_name_themselves():
@@ -236,9 +244,14 @@ def test_config_keys_are_the_constructor_arguments():
 
     params = set(inspect.signature(Ct).parameters)
     assert set(cfg) - {"_target_"} == params
+    # and each value reaches the problem (the regulariser's name is stored as reg_type)
+    stored = {k: getattr(problem, "reg_type" if k == "regulariser" else k) for k in params}
+    assert stored == {k: cfg[k] for k in params}
     bad = OmegaConf.merge(cfg, {"phantom": "head"})
-    with pytest.raises(Exception, match="phantom"):
+    choices = r"\(valid: shepp_logan, ellipses\)"
+    with pytest.raises(ConfigError, match=rf"^phantom: 'head' is not a valid choice {choices}$") as info:
         config.check(bad)
+    assert info.value.key == "phantom"
 
 
 def test_sciml_solve_end_to_end(sciml):
@@ -252,4 +265,4 @@ def test_sciml_solve_end_to_end(sciml):
         "image": (2, 32, 32), "sinogram": (2, 30, 46), "fbp": (2, 32, 32)}
     assert list(sol.grid) == ["x", "y"]
     assert len(json.loads(sol.attrs["angles"])) == 30
-    assert (run / "ct.png").stat().st_size > 10_000
+    assert_figure(run / "ct.png")

@@ -73,7 +73,7 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     try:
         t_ref, solution = _timed(lambda: problem.solve(resolution=resolution, n_samples=cfg.n_samples, seed=seed),
                                  device, cfg.repeats)
-        surrogate, u = model.surrogate(problem, solution, cfg.batch_size)
+        surrogate, u, facts = model.surrogate(problem, solution, cfg.batch_size)
     except (ValueError, NotImplementedError) as err:
         raise ConfigError("ckpt", str(err)) from None
     t_model, pred = _timed(surrogate, device, cfg.repeats)
@@ -82,7 +82,7 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     fraction = float(getattr(problem, "output_work_fraction", 1.0))
     result = {
         "run": str(run), "device": str(device), "n_samples": int(cfg.n_samples), "seed": seed,
-        "resolution": int(resolution), **({"batch_size": int(cfg.batch_size)} if cfg.batch_size else {}),
+        "resolution": int(resolution), **facts,
         "reference_s": t_ref,
         **({"reference_output_share": fraction} if fraction < 1 else {}),
         "surrogate_s": t_model, "speedup": fraction * t_ref / t_model, "rel_l2_mean": errors.mean().item(),

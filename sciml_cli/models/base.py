@@ -67,10 +67,11 @@ class Model(nn.Module):
                                                title=title)}
 
     def surrogate(self, problem: Problem, solution: Solution, batch_size: int | None = None
-                  ) -> tuple[Callable[[], Tensor], Tensor]:
-        """``(predict, reference)`` for comparing the model with the reference solver on
+                  ) -> tuple[Callable[[], Tensor], Tensor, dict[str, Any]]:
+        """``(predict, reference, facts)`` for comparing the model with the reference solver on
         ``solution`` (fresh instances from ``problem.solve``): ``predict()`` returns the model's
-        prediction of ``reference`` (same shape, samples first) and is what gets timed."""
+        prediction of ``reference`` (same shape, samples first) and is what gets timed;
+        ``facts`` are plain values recorded with the comparison (e.g. the batch size used)."""
         raise NotImplementedError(f"{type(self).__name__} cannot stand in for {type(problem).__name__}'s solver")
 
     def surrogate_resolution(self, problem: Problem) -> int | None:

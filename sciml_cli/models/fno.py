@@ -373,7 +373,7 @@ class FNO(Model):
         return figures
 
     def surrogate(self, problem: OperatorData, solution: Solution, batch_size: int | None = None
-                  ) -> tuple[Callable[[], Tensor], Tensor]:
+                  ) -> tuple[Callable[[], Tensor], Tensor, dict[str, Any]]:
         """Predict ``u`` from ``a`` of the solver's output, in batches (default: the training
         batch size)."""
         a, u = problem.operator_fields(solution)
@@ -387,7 +387,7 @@ class FNO(Model):
             with torch.no_grad():
                 return torch.cat([self(a[i:i + batch], grid) for i in range(0, len(a), batch)])
 
-        return predict, u
+        return predict, u, {"batch_size": int(batch)}
 
     def surrogate_resolution(self, problem: OperatorData) -> int | None:
         return self.resolution or problem.resolution

@@ -408,7 +408,7 @@ class PINN(Model):
         return figures
 
     def surrogate(self, problem: PhysicsResidual, solution: Solution, batch_size: int | None = None
-                  ) -> tuple[Callable[[], Tensor], Tensor]:
+                  ) -> tuple[Callable[[], Tensor], Tensor, dict[str, Any]]:
         """Predict the solver's first field on the solver's grid (its axes named by coordinate)."""
         name = next(iter(solution.fields))
         reference = solution.fields[name]
@@ -417,5 +417,6 @@ class PINN(Model):
             raise ValueError(f"the solver's grid {list(solution.grid)} lacks the coordinates {missing}")
         dtype = next(self.parameters()).dtype
         grid = {k: v.to(dtype) for k, v in solution.grid.items()}
-        return (lambda: self.predict_grid(grid).reshape(reference.shape)), reference.to(dtype)
+        points = int(torch.tensor([len(g) for g in grid.values()]).prod())
+        return (lambda: self.predict_grid(grid).reshape(reference.shape)), reference.to(dtype), {"points": points}
 

@@ -25,11 +25,16 @@ VERSION = 1
 
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``: readers see the old or the new file,
-    never a partial one. On failure (e.g. a full disk) the old file stays."""
+    never a partial one. On failure (e.g. a full disk) the old file stays. The file's mode
+    follows the umask, as a plain ``open`` would make it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp makes the file private (0600); a result file gets the mode open() would give it
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
