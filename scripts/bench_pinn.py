@@ -1,6 +1,6 @@
 """Time a full Adam step of our PINN on DeepXDE's Burgers example setup, against DeepXDE itself.
 
-    .venv/bin/python scripts/bench_pinn.py [--preset burgers|large] [--derivatives autograd taylor]
+    .venv/bin/python scripts/bench_pinn.py [--preset burgers|large] [--variants autograd taylor taylor+compile]
         [--steps 300] [--repeats 5] [--threads 2] [--peer-python /path/to/venv/bin/python]
 
 Setups (float32, tanh, Glorot normal, Adam at 1e-3, DeepXDE's point counts):
@@ -9,7 +9,7 @@ Setups (float32, tanh, Glorot normal, Adam at 1e-3, DeepXDE's point counts):
   large    4 x 50, 20 000 interior + 630 boundary + 1260 initial (the same mix, scaled)
 
 Our step is the real trainer's (``Trainer.fit`` with one Adam phase: batch, loss terms, the
-non-finite check, backward, optimiser step), measured between two log steps so start-up, the
+non-finite check, backward, fused Adam step), measured between two log steps so start-up, the
 final validation and the checkpoint are left out. The peer is DeepXDE 1.15 run by
 ``scripts/bench_pinn_peer_deepxde.py`` in its own environment (``--peer-python``; install it
 there with ``pip install torch==2.13.0 deepxde==1.15.0``, never into ours); its step is
@@ -36,8 +36,11 @@ SETUPS = {
 PEER = Path(__file__).with_name("bench_pinn_peer_deepxde.py")
 
 
-def our_step(setup: dict, derivatives: str, steps: int, threads: int) -> float:
-    """Seconds per Adam step of our trainer, in a fresh process (as the peer runs)."""
+def our_step(setup: dict, variant: str, steps: int, threads: int) -> float:
+    """Seconds per Adam step of our trainer, in a fresh process (as the peer runs). ``variant``:
+    ``autograd``, ``taylor`` or ``taylor+compile`` (``trainer.compile=true``; compilation
+    happens in the warm-up steps, which are not timed)."""
+    derivatives, _, compiled = variant.partition("+")
     code = f"""
 import json, sys, tempfile, time, functools
 import torch
@@ -47,14 +50,15 @@ from sciml_cli.problems.burgers import Burgers
 from sciml_cli.training.callbacks import Callback
 from sciml_cli.training.trainer import Phase, Trainer
 setup = {setup!r}
-warm, steps = 20, {steps}
+warm, steps = 40, {steps}
 class Clock(Callback):
     def __init__(self): self.marks = []
     def on_log(self, trainer, logs): self.marks.append(time.perf_counter())
 clock = Clock()
-phase = Phase("adam", warm + steps, functools.partial(torch.optim.Adam, lr=1e-3))
+phase = Phase("adam", warm + steps, functools.partial(torch.optim.Adam, lr=1e-3, fused=True))
 trainer = Trainer([phase], device="cpu", dtype="float32", seed=0, val_every=10**9,
-                  log_every=warm, checkpoint_every=10**9, callbacks={{"clock": clock}})
+                  log_every=warm, checkpoint_every=10**9, callbacks={{"clock": clock}},
+                  compile={compiled == "compile"})
 trainer.seed_everything()
 problem = Burgers(setup="raissi")
 model = PINN(problem, width=setup["width"], depth=setup["depth"], n_interior=setup["n_interior"],
@@ -65,8 +69,8 @@ with tempfile.TemporaryDirectory() as tmp:
 # marks at step warm, 2 warm, ...; the last mark is the final step
 print(json.dumps({{"step_s": (clock.marks[-1] - clock.marks[0]) / (warm + steps - warm)}}))
 """
-    if steps % 20:
-        raise SystemExit("--steps must be a multiple of 20")
+    if steps % 40:
+        raise SystemExit("--steps must be a multiple of 40")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     return json.loads(out.stdout.strip().splitlines()[-1])["step_s"]
@@ -82,18 +86,18 @@ def peer_step(python: str, preset: str, steps: int, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(SETUPS), default="burgers")
-    parser.add_argument("--derivatives", nargs="+", default=["autograd", "taylor"])
+    parser.add_argument("--variants", nargs="+", default=["autograd", "taylor", "taylor+compile"])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peer-python", default=None, help="python of an environment with DeepXDE 1.15")
     args = parser.parse_args()
     setup = SETUPS[args.preset]
-    times: dict[str, list[float]] = {d: [] for d in args.derivatives}
+    times: dict[str, list[float]] = {d: [] for d in args.variants}
     peer: list[float] = []
     peer_info: dict = {}
     for _ in range(args.repeats):
-        for d in args.derivatives:
+        for d in args.variants:
             times[d].append(our_step(setup, d, args.steps, args.threads))
         if args.peer_python:
             peer_info = peer_step(args.peer_python, args.preset, args.steps, args.threads)

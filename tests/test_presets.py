@@ -14,6 +14,8 @@ from conftest import only_run_dir
 #: preset, run directory, target (test rel-L2; pinn_heat: validation against the exact solution)
 PRESETS = [
     ("pinn_heat", "heat-pinn", 1e-3),
+    ("pinn_burgers_quick", "burgers-pinn", 5e-3),
+    ("pinn_burgers", "burgers-pinn", 1e-4),
     ("fno_burgers_quick", "burgers-fno", 1e-2),
     ("fno_navier_stokes_small", "navier_stokes-fno", 1e-2),
     ("fno_heat2d", "heat2d-fno", 5e-3),
@@ -34,3 +36,24 @@ def test_preset_reaches_its_stated_accuracy(sciml, preset, run_name, target):
     else:
         error = json.loads((run / "metrics.json").read_text())["val/rel_l2"]
     assert error <= target
+
+
+#: preset, extra overrides, run directory, target relative error of every learned coefficient
+INVERSE = [
+    ("pinn_burgers_inverse", [], "burgers-pinn", 1e-3),
+    ("pinn_burgers_inverse", ["problem.noise=0.01"], "burgers-pinn", 5e-3),
+    ("pinn_heat_inverse", [], "heat-pinn", 1e-3),
+    ("pinn_heat_inverse", ["problem.noise=0.01"], "heat-pinn", 5e-3),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset, extra, run_name, target", INVERSE,
+                         ids=[f"{p[0]}{'-noisy' if p[1] else ''}" for p in INVERSE])
+def test_inverse_preset_recovers_the_coefficients(sciml, preset, extra, run_name, target):
+    threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+    proc = sciml("train", f"experiment={preset}", *extra, "trainer.callbacks.progress=null", timeout=3600, env=threads)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((only_run_dir(sciml.cwd / "outputs" / "train" / run_name) / "metrics.json").read_text())
+    errors = {k: v for k, v in metrics.items() if k.startswith("val/coef_rel_err/")}
+    assert errors and all(v <= target for v in errors.values()), errors

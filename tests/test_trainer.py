@@ -275,7 +275,7 @@ def test_config_from_a_run_directory_cannot_build_foreign_classes(sciml, tmp_pat
 
 def test_a_short_pinn_run_beats_the_error_bound(tmp_path):
     """Adam then L-BFGS, a few seconds of CPU: rel-L2 below 3e-2 against the exact solution.
-    (The `pinn_heat` preset reaches 1e-3; see scripts/bench_pinn_heat.py.)"""
+    (The `pinn_heat` preset reaches 1e-3; see scripts/bench_pinn_presets.py pinn_heat.)"""
     summary, _ = fit(["optim=adam_lbfgs", "optim.steps=200", "optim.lbfgs_steps=20", "model.width=20",
                       "model.depth=3", "model.n_interior=500", "model.n_initial=100", "model.n_boundary=100",
                       "trainer.dtype=float64", "trainer.val_every=1000"], tmp_path)

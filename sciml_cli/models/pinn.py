@@ -173,6 +173,7 @@ class PINN(Model):
         self._cache: dict[str, tuple[Any, Any]] = {}
         self._balance_now = False
         self._problem = problem  # the constraint transform is part of the forward pass
+        self._draw_held = -1  # interior_draw as a Python int, read once a draw rather than per step
 
     # -- loss weights: the configured ones times the balanced factors ----------------------------
     @property
@@ -193,15 +194,16 @@ class PINN(Model):
             u = g + phi * u
         return u
 
-    def fields(self, problem: PhysicsResidual, points: Tensor) -> dict[str, Tensor]:
-        """The derivatives the problem's residual needs at ``points``, by name, ``[N, m]`` each."""
+    def fields(self, problem: PhysicsResidual, points: Tensor, constraint: dict | None = None) -> dict[str, Tensor]:
+        """The derivatives the problem's residual needs at ``points``, by name, ``[N, m]`` each.
+        ``constraint``: the constraint transform's derivatives at ``points``, if known."""
         keys = list(self.wanted.values())
         if self.mode == "autograd":
             d = autograd_derivatives(self, points, keys)
         else:
             d = self.net.derivatives(points, self._closure(keys), "taylor")
             if self.hard:
-                d = self._transform(d, self._constraint_derivatives(points, keys), keys)
+                d = self._transform(d, constraint or self._constraint_derivatives(points, keys), keys)
         return {name: d[key] for name, key in self.wanted.items()}
 
     @staticmethod
@@ -257,13 +259,16 @@ class PINN(Model):
         self._balance_now = self.balance != "none" and step % self.balance_every == 0
         draw = self._draw(step)
         s = 3 * (seed * 1_000_003 + draw)  # distinct Sobol scrambles per term and draw
-        if int(self.interior_draw) != draw:
+        if self._draw_held != draw:
+            self._draw_held = int(self.interior_draw)  # a resumed run's buffer
+        if self._draw_held != draw:
             if self.adaptive == "rad" and draw > 0:
                 points = self._rad(problem, seed, draw)
             else:
                 points = problem.sample_interior(self.n_interior, s)
             self.interior.copy_(points)
             self.interior_draw.fill_(draw)
+            self._draw_held = draw
         key = (seed, draw, problem.device, problem.dtype)
         cached = self._cache.get("batch")
         if cached is None or cached[0] != key:
@@ -320,8 +325,29 @@ class PINN(Model):
         return (weights * losses).mean()
 
     def loss(self, problem: PhysicsResidual, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        # the transform's derivatives need autograd of their own: outside the compiled objective
+        constraint = (self._constraint_derivatives(batch["interior"], list(self.wanted.values()))
+                      if self.hard and self.mode == "taylor" else None)
+        terms = self._objective(problem, batch, constraint)
+        if self._balance_now and len(terms) > 1:
+            self._rebalance(terms)
+        self._balance_now = False  # once per step, not per L-BFGS closure call
+        return terms
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """``trainer.compile=true``. With Taylor derivatives the whole objective has a single
+        backward, so TorchInductor compiles it and fuses the elementwise chains of every layer
+        (the step then costs a fraction of the eager one; the first steps pay the compilation).
+        Autograd's double backward cannot be compiled: there only the forward pass is."""
+        if self.mode == "taylor":
+            self._objective = torch.compile(self._objective, *args, **kwargs)
+        else:
+            super().compile(*args, **kwargs)
+
+    def _objective(self, problem: PhysicsResidual, batch: dict[str, Tensor], constraint: dict | None
+                   ) -> dict[str, Tensor]:
         interior = batch["interior"]
-        r2 = problem.residual(self.fields(problem, interior), interior, self.coefficients()).pow(2).sum(1)
+        r2 = problem.residual(self.fields(problem, interior, constraint), interior, self.coefficients()).pow(2).sum(1)
         terms = {"residual": self._causal(r2, interior, problem) if self.causal_epsilon is not None else r2.mean()}
         # one forward pass for every point set that needs values only
         sets = ([("initial", batch["initial"]), ("boundary", batch["boundary"])] if not self.hard else [])
@@ -332,9 +358,6 @@ class PINN(Model):
                       "data": lambda u, p: u - batch["obs_values"]}
             for (name, points), u in zip(sets, values):
                 terms[name] = checks[name](u, points).pow(2).mean()
-        if self._balance_now and len(terms) > 1:
-            self._rebalance(terms)
-        self._balance_now = False  # once per step, not per L-BFGS closure call
         return terms
 
     def _rebalance(self, terms: dict[str, Tensor]) -> None:

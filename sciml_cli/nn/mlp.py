@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..numerics.autodiff import autograd_derivatives, parse_derivative  # noqa: F401  (re-exported)
+from .taylor import JETS3, TaylorMLP
 
 Activation = Literal["tanh", "sin", "sigmoid", "softplus", "arctan", "elu", "relu", "prelu", "identity"]
 Init = Literal["xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform", "torch_default"]
@@ -201,6 +202,15 @@ class MLP(nn.Module):
         first = sorted({i for k in wanted for i in k})
         pos = {i: n for n, i in enumerate(first)}
         n = x.shape[0]
+        if self.fourier_b is None and self.activation in JETS3 and first:
+            xs = x * self.in_scale + self.in_shift
+            unit = torch.diag(self.in_scale)[first]
+            params = [p for layer in [*self.hidden, self.out] for p in (layer.weight, layer.bias)]
+            s = TaylorMLP.apply(xs, unit, self.activation, [(pos[i], pos[j]) for i, j in pairs], *params)
+            out = {(): s[0]}
+            out.update({(i,): s[1 + pos[i]] for i in first if (i,) in wanted})
+            out.update({p: s[1 + len(first) + n_p] for n_p, p in enumerate(pairs)})
+            return out
         # the jet of the scaled input: value xs, constant first derivatives, no second ones.
         # v [N, w], d1 [k1, N, w], d2 [k2, N, w] or None (zero); no zero tensors are built, and
         # directions are split by unbind (whose backward is a stack, not a scatter into zeros)
