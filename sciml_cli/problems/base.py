@@ -174,14 +174,32 @@ class PhysicsResidual(ABC):
     def bounds(self) -> list[tuple[float, float]]:
         """``(low, high)`` per coordinate."""
 
-    @abstractmethod
-    def sample_interior(self, n: int, seed: int) -> Tensor: ...
+    # Sampling: the defaults serve a box in space and time (time last), scrambled Sobol points
+    # seeded by ``seed``; a problem on another shape overrides them.
+    def sample_interior(self, n: int, seed: int) -> Tensor:
+        """``n`` points of the space-time domain, ``[n, d]``."""
+        from ..numerics.sampling import sobol
 
-    @abstractmethod
-    def sample_initial(self, n: int, seed: int) -> Tensor: ...
+        return sobol(n, self.bounds, seed, **self.factory)
 
-    @abstractmethod
-    def sample_boundary(self, n: int, seed: int) -> Tensor: ...
+    def sample_initial(self, n: int, seed: int) -> Tensor:
+        """``n`` points of the initial slice ``t = t_0``, ``[n, d]``."""
+        from ..numerics.sampling import sobol
+
+        x = sobol(n, self.bounds[:-1], seed, **self.factory)
+        return torch.cat([x, torch.full_like(x[:, :1], self.bounds[-1][0])], dim=1)
+
+    def sample_boundary(self, n: int, seed: int) -> Tensor:
+        """``n`` points of the spatial boundary over time, ``[n, d]``: for one space dimension,
+        the two ends in turn at Sobol times. Problems in more dimensions override this."""
+        from ..numerics.sampling import sobol
+
+        if len(self.bounds) != 2:
+            raise NotImplementedError(f"{type(self).__name__}: sample_boundary for {len(self.bounds) - 1} space dimensions")
+        (lo, hi), t_bounds = self.bounds
+        t = sobol(n, [t_bounds], seed, **self.factory)
+        x = lo + (hi - lo) * (torch.arange(n, **self.factory) % 2).unsqueeze(1)  # alternate the two ends
+        return torch.cat([x, t], dim=1)
 
     def coefficients(self) -> dict[str, float]:
         """The equation's coefficients by name, at their true values."""

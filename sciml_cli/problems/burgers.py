@@ -41,7 +41,6 @@ from .. import progress
 from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..errors import ConfigError
 from ..numerics.metrics import relative_l2
-from ..numerics.sampling import sobol
 from ..numerics.spectral import dealias_mask, grf_1d, rfft_wavenumbers
 from .base import SPLIT_SEEDS, OperatorData, PhysicsResidual, Problem, Solution, float64_device
 
@@ -265,18 +264,6 @@ class Burgers(Problem, PhysicsResidual, OperatorData):
     @property
     def bounds(self) -> list[tuple[float, float]]:
         return [(-1.0, 1.0), (0.0, self.t_end)]
-
-    def sample_interior(self, n: int, seed: int) -> Tensor:
-        return sobol(n, self.bounds, seed, **self.factory)
-
-    def sample_initial(self, n: int, seed: int) -> Tensor:
-        x = sobol(n, self.bounds[:1], seed, **self.factory)
-        return torch.cat([x, torch.zeros_like(x)], dim=1)
-
-    def sample_boundary(self, n: int, seed: int) -> Tensor:
-        t = sobol(n, self.bounds[1:], seed, **self.factory)
-        x = 2.0 * (torch.arange(n, **self.factory) % 2).unsqueeze(1) - 1.0  # alternate the two ends
-        return torch.cat([x, t], dim=1)
 
     def coefficients(self) -> dict[str, float]:
         """``u_t + lambda1 u u_x - lambda2 u_xx = 0`` (Raissi et al. 2019's inverse problem)."""

@@ -18,7 +18,6 @@ from torch import Tensor
 
 from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..numerics.finite_difference import laplacian_dirichlet_1d
-from ..numerics.sampling import sobol
 from ..numerics.timestepping import crank_nicolson
 from .base import PhysicsResidual, Problem, Solution
 
@@ -83,18 +82,6 @@ class Heat(Problem, PhysicsResidual):
     @property
     def bounds(self) -> list[tuple[float, float]]:
         return [(0.0, 1.0), (0.0, self.t_end)]
-
-    def sample_interior(self, n: int, seed: int) -> Tensor:
-        return sobol(n, self.bounds, seed, **self.factory)
-
-    def sample_initial(self, n: int, seed: int) -> Tensor:
-        x = sobol(n, self.bounds[:1], seed, **self.factory)
-        return torch.cat([x, torch.zeros_like(x)], dim=1)
-
-    def sample_boundary(self, n: int, seed: int) -> Tensor:
-        t = sobol(n, self.bounds[1:], seed, **self.factory)
-        x = (torch.arange(n, **self.factory) % 2).unsqueeze(1)  # alternate the two ends
-        return torch.cat([x, t], dim=1)
 
     def coefficients(self) -> dict[str, float]:
         return {"kappa": self.kappa}
