@@ -140,6 +140,10 @@ def test_bad_options_are_refused_by_name():
         PINN(heat, learn={"nu": 0.1}, n_observations=10)
     with pytest.raises(ValueError, match=r"^model\.learn: learning coefficients needs observations"):
         PINN(heat, learn={"kappa": 0.1})
+    with pytest.raises(ValueError, match=r"^model\.learn_log: 'nu' is not among model\.learn \(kappa\)"):
+        PINN(heat, learn={"kappa": 0.1}, learn_log=["nu"], n_observations=10)
+    with pytest.raises(ValueError, match=r"^model\.learn_log: a coefficient learned in log space needs a positive"):
+        PINN(heat, learn={"kappa": 0.0}, learn_log=["kappa"], n_observations=10)
     with pytest.raises(ValueError, match=r"^model\.adaptive: rad redraws"):
         PINN(heat, adaptive="rad")
     with pytest.raises(ValueError, match=r"^model\.derivatives: taylor needs a smooth activation"):
@@ -220,3 +224,13 @@ def test_compiled_objective_matches_the_eager_one():
                                eager.loss(problem, eager.batch(problem, 0, 0))["residual"], rtol=1e-10, atol=0)
     for a, b in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_a_coefficient_learned_in_log_space_moves_by_relative_steps():
+    heat = Heat().to("cpu", torch.float64)
+    model = PINN(heat, width=8, depth=2, learn={"kappa": 0.05}, learn_log=["kappa"], n_observations=10).double()
+    assert model.coefficients()["kappa"].item() == pytest.approx(0.05, rel=1e-6)  # built in float32
+    assert model.learned["kappa"].item() == pytest.approx(math.log(0.05))
+    # d kappa / d theta = kappa: the step is relative to the coefficient's size
+    (grad,) = torch.autograd.grad(model.coefficients()["kappa"], [model.learned["kappa"]])
+    assert grad.item() == pytest.approx(model.coefficients()["kappa"].item(), rel=1e-12)

@@ -21,6 +21,7 @@ techniques the literature found to matter, each a config option:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -90,6 +91,10 @@ class PINN(Model):
         ``{lambda1: 0.0, lambda2: 0.0}`` for Burgers (names from the problem's
         ``coefficients()``). Each becomes a parameter; evaluation reports it and its relative
         error against the problem's true value.
+    learn_log
+        Names among ``learn`` learned as ``exp(theta)``: a positive coefficient whose scale is
+        unknown (a viscosity) then moves by relative steps, as Raissi et al. (2019) learn
+        ``lambda2``; its initial value must be positive.
     n_observations
         Observed points of the solution (the problem's ``observations``, with its noise) fitted
         by a ``data`` term; needed to identify ``learn``-ed coefficients.
@@ -125,6 +130,7 @@ class PINN(Model):
         balance_every: PositiveInt = 100,
         balance_alpha: PositiveFloat = 0.1,
         learn: dict[str, float] | None = None,
+        learn_log: list[str] | None = None,
         n_observations: NonNegativeInt = 0,
         loss_weights: dict[str, float] | None = None,
     ) -> None:
@@ -145,6 +151,11 @@ class PINN(Model):
         if unknown:
             raise ValueError(f"model.learn: {type(problem).__name__} has no coefficient {unknown[0]!r} "
                              f"(coefficients: {', '.join(true) or 'none'})")
+        bad_log = sorted(set(learn_log or []) - set(learn or {}))
+        if bad_log:
+            raise ValueError(f"model.learn_log: {bad_log[0]!r} is not among model.learn ({', '.join(learn or {}) or 'none'})")
+        if any((learn or {})[k] <= 0 for k in learn_log or []):
+            raise ValueError("model.learn_log: a coefficient learned in log space needs a positive initial value")
         if learn and not n_observations:
             raise ValueError("model.learn: learning coefficients needs observations; set model.n_observations")
         if n_observations and type(problem).observations is PhysicsResidual.observations:
@@ -163,7 +174,10 @@ class PINN(Model):
         self.balance, self.balance_every, self.balance_alpha = balance, balance_every, balance_alpha
         self.n_observations = n_observations
         self.true_coefficients = true
-        self.learned = nn.ParameterDict({k: nn.Parameter(torch.tensor(float(v))) for k, v in (learn or {}).items()})
+        self.log_learned = frozenset(learn_log or [])
+        self.learned = nn.ParameterDict({
+            k: nn.Parameter(torch.tensor(math.log(v) if k in self.log_learned else float(v)))
+            for k, v in (learn or {}).items()})
 
         self.terms = ["residual"] + ([] if self.hard else ["initial", "boundary"]) + (["data"] if n_observations else [])
         # state a resumed run needs: the adaptive points of the current draw, the balanced weights
@@ -245,7 +259,11 @@ class PINN(Model):
         return out
 
     def coefficients(self) -> dict[str, Tensor | float]:
-        return {**self.true_coefficients, **dict(self.learned.items())}
+        return {**self.true_coefficients, **self.learned_values()}
+
+    def learned_values(self) -> dict[str, Tensor]:
+        """The learned coefficients (``exp(theta)`` for those in ``learn_log``)."""
+        return {k: torch.exp(v) if k in self.log_learned else v for k, v in self.learned.items()}
 
     # -- data ------------------------------------------------------------------------------------
     def _draw(self, step: int) -> int:
@@ -376,7 +394,7 @@ class PINN(Model):
                     w.copy_((1 - self.balance_alpha) * w + self.balance_alpha * target)
 
     def scalars(self) -> dict[str, float]:
-        out = {f"coef/{k}": v.item() for k, v in self.learned.items()}
+        out = {f"coef/{k}": v.item() for k, v in self.learned_values().items()}
         if self.balance != "none":
             out.update({f"weight/{k}": v for k, v in self.loss_weights.items() if k in self.terms})
         if self.causal_epsilon is not None and hasattr(self, "_causal_min"):
@@ -407,7 +425,7 @@ class PINN(Model):
         grid, reference = problem.reference(resolution)
         prediction = self.predict_grid(grid).reshape(reference.shape)
         metrics = problem.metrics(prediction, reference)
-        for name, value in self.learned.items():
+        for name, value in self.learned_values().items():
             true = self.true_coefficients[name]
             metrics[f"coef/{name}"] = value.item()
             metrics[f"coef_rel_err/{name}"] = abs(value.item() - true) / abs(true)
