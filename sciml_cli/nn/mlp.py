@@ -202,20 +202,15 @@ class MLP(nn.Module):
         first = sorted({i for k in wanted for i in k})
         pos = {i: n for n, i in enumerate(first)}
         n = x.shape[0]
+        xs = x * self.in_scale + self.in_shift
+        unit = torch.diag(self.in_scale)[first]  # [k1, d]: d xs / d x along each direction
         if self.fourier_b is None and self.activation in JETS3 and first:
-            xs = x * self.in_scale + self.in_shift
-            unit = torch.diag(self.in_scale)[first]
             params = [p for layer in [*self.hidden, self.out] for p in (layer.weight, layer.bias)]
             s = TaylorMLP.apply(xs, unit, self.activation, [(pos[i], pos[j]) for i, j in pairs], *params)
-            out = {(): s[0]}
-            out.update({(i,): s[1 + pos[i]] for i in first if (i,) in wanted})
-            out.update({p: s[1 + len(first) + n_p] for n_p, p in enumerate(pairs)})
-            return out
-        # the jet of the scaled input: value xs, constant first derivatives, no second ones.
-        # v [N, w], d1 [k1, N, w], d2 [k2, N, w] or None (zero); no zero tensors are built, and
-        # directions are split by unbind (whose backward is a stack, not a scatter into zeros)
-        xs = x * self.in_scale + self.in_shift
-        unit = torch.diag(self.in_scale)[first]  # [k1, d]
+            v, d1, d2 = s[0], s[1:1 + len(first)], s[1 + len(first):]
+            return self._named(v, d1, d2, wanted, first, pos, pairs)
+        # unfused: v [N, w], d1 [k1, N, w], d2 [k2, N, w] or None (zero); no zero tensors are
+        # built, and directions are split by unbind (whose backward is a stack, not a scatter)
         if self.fourier_b is None:
             v, d1, d2 = xs, unit[:, None, :].expand(len(first), n, x.shape[1]), None
         else:
@@ -228,6 +223,11 @@ class MLP(nn.Module):
             v, d1, d2 = self._linear(layer, v, d1, d2)
             v, d1, d2 = self._activate(v, d1, d2, pairs, pos, self._jet)
         v, d1, d2 = self._linear(self.out, v, d1, d2)
+        return self._named(v, d1, d2, wanted, first, pos, pairs)
+
+    @staticmethod
+    def _named(v, d1, d2, wanted, first, pos, pairs) -> dict[tuple[int, ...], Tensor]:
+        """The stacked value and derivatives as the ``wanted`` index tuples."""
         out = {(): v}
         out.update({(i,): d1[pos[i]] for i in first if (i,) in wanted})
         out.update({p: d2[n_p] for n_p, p in enumerate(pairs)})
