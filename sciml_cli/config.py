@@ -85,8 +85,11 @@ def instantiate(cfg: DictConfig, **runtime: Any) -> Any:
         if isinstance(cause, SciMLError):
             raise cause from None
         if isinstance(cause, (ValueError, TypeError)):
-            if re.match(r"^[\w.]+: ", str(cause)):  # the message names its key already
-                raise ConfigError("", str(cause)) from None
+            named = re.match(r"^([\w.]+): ", str(cause))
+            if named:  # the message names its key: a bare constructor argument gets its group
+                where = cfg._key() if hasattr(cfg, "_key") else None
+                bare = named.group(1) in cfg and "." not in named.group(1) and where
+                raise ConfigError("", f"{where}.{cause}" if bare else str(cause)) from None
             target = str(cfg.get("_target_", "")).rpartition(".")[2]
             raise ConfigError("", f"{target}: {cause}") from None
         raise

@@ -64,7 +64,7 @@ def comparison_figure(grid: dict[str, Tensor], prediction: Tensor, reference: Te
     pred, ref = _leading_stripped(pred, len(grid)), _leading_stripped(ref, len(grid))
     title += when
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
-    limits = (float(ref.min()), float(ref.max()))  # one colour scale, so the panels compare
+    limits = (float(np.nanmin(ref)), float(np.nanmax(ref)))  # one colour scale, so the panels compare
     _panel(axes[0], grid, ref, "reference", limits=limits)
     _panel(axes[1], grid, pred, "prediction", limits=limits)
     _panel(axes[2], grid, np.abs(pred - ref), "|error|", cmap="magma")

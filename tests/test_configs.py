@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from sciml_cli import config
 from sciml_cli.commands import _fitting_problems, check_compatible, compose
 from sciml_cli.errors import ConfigError
-from sciml_cli.problems.base import OperatorData, PhysicsResidual, Problem
+from sciml_cli.problems.base import EnergyFunctional, OperatorData, PhysicsResidual, Problem
 from sciml_cli.problems.burgers import Burgers
 
 GROUPS = ("model", "problem", "optim", "trainer", "experiment")
@@ -68,7 +68,8 @@ def test_model_problem_pairs_fit_exactly_when_every_view_is_offered(model, probl
 
 def test_problems_that_fit_are_derived_from_the_configs_including_their_setups():
     cfg, _ = compose("train", [])
-    assert _fitting_problems(cfg, (PhysicsResidual,)) == ["burgers problem.setup=raissi", "heat"]
+    assert _fitting_problems(cfg, (PhysicsResidual,)) == ["burgers problem.setup=raissi", "heat", "poisson"]
+    assert _fitting_problems(cfg, (EnergyFunctional,)) == ["poisson"]
     assert _fitting_problems(cfg, (OperatorData,)) == ["burgers", "heat2d", "navier_stokes"]
     assert _fitting_problems(cfg, (PhysicsResidual, OperatorData)) == []  # all views required
 
@@ -77,7 +78,7 @@ def test_incompatible_pair_fails_before_any_work_naming_the_problems_that_fit(sc
     proc = sciml("train", "model=pinn", "problem=burgers")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "PINN needs the physics residual view; this Burgers offers operator data" in proc.stderr
-    assert "(valid: burgers problem.setup=raissi, heat)" in proc.stderr
+    assert "(valid: burgers problem.setup=raissi, heat, poisson)" in proc.stderr
     assert not (sciml.cwd / "outputs").exists()
     proc = sciml("train", "model=pinn", "problem=burgers", "problem.setup=raissi", "--cfg", "job")
     assert proc.returncode == 0

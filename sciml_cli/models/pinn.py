@@ -22,7 +22,6 @@ techniques the literature found to matter, each a config option:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -32,14 +31,11 @@ from ..constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, Posit
 from ..nn import MLP, parse_derivative
 from ..nn.mlp import Activation, Init
 from ..numerics.autodiff import autograd_derivatives
-from ..problems.base import Evaluation, PhysicsResidual, Solution
-from .base import Model
-
-#: points per chunk when a PINN is evaluated on a grid
-CHUNK = 65536
+from ..problems.base import Evaluation, PhysicsResidual
+from .field import CHUNK, FieldModel
 
 
-class PINN(Model):
+class PINN(FieldModel):
     """Physics-informed neural network.
 
     Parameters
@@ -142,8 +138,7 @@ class PINN(Model):
             raise ValueError("model.derivatives: taylor goes to second order; this residual needs more, use autograd")
         if derivatives == "taylor" and activation in ("prelu", "relu"):
             raise ValueError(f"model.derivatives: taylor needs a smooth activation, not {activation}")
-        if hard_constraints and type(problem).constraint is PhysicsResidual.constraint:
-            raise ValueError(f"model.hard_constraints: {type(problem).__name__} offers no constraint transform; set it to false")
+        self.check_constraint(problem, hard_constraints)
         if causal_epsilon is not None and "t" not in coords:
             raise ValueError(f"model.causal_epsilon: causal weighting needs a time coordinate 't'; {type(problem).__name__} has {coords}")
         true = problem.coefficients()
@@ -179,7 +174,9 @@ class PINN(Model):
             k: nn.Parameter(torch.tensor(math.log(v) if k in self.log_learned else float(v)))
             for k, v in (learn or {}).items()})
 
-        self.terms = ["residual"] + ([] if self.hard else ["initial", "boundary"]) + (["data"] if n_observations else [])
+        self.steady = "t" not in coords  # no initial condition
+        conditions = [] if self.hard else (["boundary"] if self.steady else ["initial", "boundary"])
+        self.terms = ["residual"] + conditions + (["data"] if n_observations else [])
         # state a resumed run needs: the adaptive points of the current draw, the balanced weights
         self.register_buffer("interior", torch.zeros(n_interior, len(coords)))
         self.register_buffer("interior_draw", torch.tensor(-1))
@@ -200,14 +197,6 @@ class PINN(Model):
         self._base_weights = dict(weights)
 
     # -- the solution and its derivatives --------------------------------------------------------
-    def forward(self, points: Tensor) -> Tensor:
-        """``[N, d]`` points -> ``[N, n_outputs]`` values (with the constraint transform)."""
-        u = self.net(points)
-        if self.hard:
-            g, phi = self._problem.constraint(points)
-            u = g + phi * u
-        return u
-
     def fields(self, problem: PhysicsResidual, points: Tensor, constraint: dict | None = None) -> dict[str, Tensor]:
         """The derivatives the problem's residual needs at ``points``, by name, ``[N, m]`` each.
         ``constraint``: the constraint transform's derivatives at ``points``, if known."""
@@ -292,7 +281,8 @@ class PINN(Model):
         if cached is None or cached[0] != key:
             batch = {"interior": self.interior.clone()}
             if not self.hard:
-                batch["initial"] = problem.sample_initial(self.n_initial, s + 1)
+                if not self.steady:
+                    batch["initial"] = problem.sample_initial(self.n_initial, s + 1)
                 batch["boundary"] = problem.sample_boundary(self.n_boundary, s + 2)
             if self.n_observations:
                 batch["obs_points"], batch["obs_values"] = self._observations(problem, seed)
@@ -368,7 +358,7 @@ class PINN(Model):
         r2 = problem.residual(self.fields(problem, interior, constraint), interior, self.coefficients()).pow(2).sum(1)
         terms = {"residual": self._causal(r2, interior, problem) if self.causal_epsilon is not None else r2.mean()}
         # one forward pass for every point set that needs values only
-        sets = ([("initial", batch["initial"]), ("boundary", batch["boundary"])] if not self.hard else [])
+        sets = [(name, batch[name]) for name in ("initial", "boundary") if name in batch]
         sets += [("data", batch["obs_points"])] if self.n_observations else []
         if sets:
             values = self(batch["values_at"]).split([len(p) for _, p in sets])
@@ -402,62 +392,31 @@ class PINN(Model):
         return out
 
     # -- evaluation ------------------------------------------------------------------------------
-    def _grid_points(self, grid: dict[str, Tensor]) -> Tensor:
-        """The tensor grid ``grid`` (axes in any order, named by coordinate) as ``[N, d]``
-        points whose columns follow :attr:`coords`."""
-        mesh = torch.meshgrid(*grid.values(), indexing="ij")
-        by_name = dict(zip(grid, mesh))
-        return torch.stack([by_name[c].reshape(-1) for c in self.coords], dim=1)
-
-    def predict_grid(self, grid: dict[str, Tensor]) -> Tensor:
-        """Values on a tensor grid, shaped by the grid (a trailing axis of outputs if several)."""
-        points = self._grid_points(grid)
-        with torch.no_grad():
-            u = torch.cat([self(points[i:i + CHUNK]) for i in range(0, len(points), CHUNK)])
-        shape = [len(g) for g in grid.values()]
-        return u.reshape(*shape, -1).squeeze(-1) if u.shape[1] == 1 else u.reshape(*shape, -1)
-
     def evaluate(self, problem: PhysicsResidual, resolution: int | None = None, split: str = "test") -> Evaluation:
-        """Against the problem's reference on its grid (exact for every problem so far, so
-        ``split`` does not matter). Metrics: the problem's (``rel_l2`` over the whole grid,
-        as the literature reports it, ``max_abs``, ...) and, for learned coefficients,
-        ``coef/<name>`` and ``coef_rel_err/<name>``."""
-        grid, reference = problem.reference(resolution)
-        prediction = self.predict_grid(grid).reshape(reference.shape)
-        metrics = problem.metrics(prediction, reference)
+        """:meth:`FieldModel.evaluate`'s metrics and, for learned coefficients, ``coef/<name>``
+        and ``coef_rel_err/<name>``."""
+        evaluation = super().evaluate(problem, resolution, split)
         for name, value in self.learned_values().items():
             true = self.true_coefficients[name]
-            metrics[f"coef/{name}"] = value.item()
-            metrics[f"coef_rel_err/{name}"] = abs(value.item() - true) / abs(true)
-        return Evaluation(metrics, prediction, reference, grid)
+            evaluation.metrics[f"coef/{name}"] = value.item()
+            evaluation.metrics[f"coef_rel_err/{name}"] = abs(value.item() - true) / abs(true)
+        return evaluation
 
     def figures(self, problem: PhysicsResidual, evaluation: Evaluation, title: str) -> dict[str, Any]:
-        """The error map (reference | prediction | error), the residual map, and for ``(x, t)``
-        problems slices at ``t = 0.25, 0.5, 0.75`` of the time span (Raissi et al. 2019, fig. 1)."""
+        """The error maps of :class:`~sciml_cli.models.field.FieldModel`, the residual map, and
+        for ``(x, t)`` problems slices at ``t = 0.25, 0.5, 0.75`` of the time span (Raissi et al.
+        2019, fig. 1)."""
         from .. import plotting
 
         figures = super().figures(problem, evaluation, title)
-        grid = evaluation.grid
-        points = self._grid_points(grid)
+        grid = {k: v for k, v in evaluation.grid.items() if len(v) > 1}
+        points = self._grid_points(evaluation.grid)
         residual = torch.cat([self._residual(problem, points[i:i + CHUNK]).detach().abs()
-                              for i in range(0, len(points), CHUNK)])
+                              for i in range(0, len(points), CHUNK)])[:, 0]
+        residual = torch.where(torch.isnan(evaluation.reference.reshape(-1)), torch.nan, residual)
         shape = [len(g) for g in grid.values()]
-        figures["residual"] = plotting.field_figure(grid, residual[:, 0].reshape(shape), title=f"{title}: |PDE residual|")
+        figures["residual"] = plotting.field_figure(grid, residual.reshape(shape), title=f"{title}: |PDE residual|")
         if list(grid) == ["x", "t"] and evaluation.prediction.ndim == 2:
             figures["slices"] = plotting.slices_figure(grid, evaluation.prediction, evaluation.reference,
                                                        fractions=(0.25, 0.5, 0.75), title=title)
         return figures
-
-    def surrogate(self, problem: PhysicsResidual, solution: Solution, batch_size: int | None = None
-                  ) -> tuple[Callable[[], Tensor], Tensor, dict[str, Any]]:
-        """Predict the solver's first field on the solver's grid (its axes named by coordinate)."""
-        name = next(iter(solution.fields))
-        reference = solution.fields[name]
-        missing = [c for c in self.coords if c not in solution.grid]
-        if missing:
-            raise ValueError(f"the solver's grid {list(solution.grid)} lacks the coordinates {missing}")
-        dtype = next(self.parameters()).dtype
-        grid = {k: v.to(dtype) for k, v in solution.grid.items()}
-        points = int(torch.tensor([len(g) for g in grid.values()]).prod())
-        return (lambda: self.predict_grid(grid).reshape(reference.shape)), reference.to(dtype), {"points": points}
-

@@ -1,5 +1,6 @@
 """Networks any method can build: the MLP (activations, initialisation, Fourier features,
-derivatives with respect to its inputs in one forward pass) and the Fourier layers of the FNO.
+derivatives with respect to its inputs in one forward pass), the residual network of the Deep
+Ritz method and the Fourier layers of the FNO.
 
 A network maps tensors to tensors and knows nothing of problems; a method (``models/``) owns
 the objective, the data and the evaluation and builds the network it needs from here.
@@ -7,6 +8,6 @@ the objective, the data and the evaluation and builds the network it needs from 
 
 from ..numerics.autodiff import parse_derivative
 from .fourier import FourierLayer, SpectralConv, pointwise
-from .mlp import ACTIVATIONS, MLP, Derivatives
+from .mlp import ACTIVATIONS, MLP, Derivatives, ResNet
 
-__all__ = ["ACTIVATIONS", "MLP", "Derivatives", "FourierLayer", "SpectralConv", "parse_derivative", "pointwise"]
+__all__ = ["ACTIVATIONS", "MLP", "Derivatives", "FourierLayer", "SpectralConv", "parse_derivative", "ResNet", "pointwise"]

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..numerics.autodiff import autograd_derivatives, parse_derivative  # noqa: F401  (re-exported)
 from .taylor import JETS3, TaylorMLP
 
-Activation = Literal["tanh", "sin", "sigmoid", "softplus", "arctan", "elu", "relu", "prelu", "identity"]
+Activation = Literal["tanh", "sin", "sigmoid", "softplus", "arctan", "elu", "relu", "relu3", "prelu", "identity"]
 Init = Literal["xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform", "torch_default"]
 Mode = Literal["autograd", "taylor"]
 #: named derivatives of the network output, each ``[N, out_features]``
@@ -36,6 +36,14 @@ class Sin(nn.Module):
 class Arctan(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return torch.atan(x)
+
+
+class ReLU3(nn.Module):
+    """``max(x, 0)^3``, the activation of the Deep Ritz method (E & Yu 2018): twice
+    continuously differentiable, so second-order residuals stay defined."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x).pow(3)
 
 
 def _tanh(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -76,6 +84,11 @@ def _relu(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return v * pos, pos, torch.zeros_like(v)
 
 
+def _relu3(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r = torch.relu(v)
+    return r * r * r, 3 * r * r, 6 * r
+
+
 def _identity(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return v, torch.ones_like(v), torch.zeros_like(v)
 
@@ -89,6 +102,7 @@ ACTIVATIONS: dict[str, tuple[type[nn.Module], Callable[[Tensor], tuple[Tensor, T
     "arctan": (Arctan, _arctan),
     "elu": (nn.ELU, _elu),
     "relu": (nn.ReLU, _relu),
+    "relu3": (ReLU3, _relu3),
     "prelu": (nn.PReLU, None),
     "identity": (nn.Identity, _identity),
 }
@@ -253,3 +267,46 @@ class MLP(nn.Module):
         return (torch.addmm(layer.bias, v, w), torch.matmul(d1, w),
                 None if d2 is None else torch.matmul(d2, w))
 
+
+
+class ResNet(nn.Module):
+    """The network of the Deep Ritz method (E & Yu 2018, section 2.1): the input padded with
+    zeros to ``width`` (mapped by a linear layer if it has more coordinates than that), then
+    ``blocks`` residual blocks ``s <- s + act(W_2 act(W_1 s + b_1) + b_2)``, then a linear output.
+
+    ``input_bounds`` maps the inputs to ``[-1, 1]`` first, as for :class:`MLP`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, width: int = 10, blocks: int = 4,
+                 activation: Activation = "relu3", init: Init = "xavier_normal",
+                 input_bounds: Sequence[tuple[float, float]] | None = None) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: {activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        self.in_features, self.out_features, self.width = in_features, out_features, width
+        if input_bounds is not None:
+            bounds = torch.tensor(input_bounds, dtype=torch.get_default_dtype())
+            scale = 2.0 / (bounds[:, 1] - bounds[:, 0])
+            shift = -1.0 - bounds[:, 0] * scale
+        else:
+            scale, shift = torch.ones(in_features), torch.zeros(in_features)
+        self.register_buffer("in_scale", scale)
+        self.register_buffer("in_shift", shift)
+        self.lift = nn.Linear(in_features, width) if in_features > width else None
+        act = ACTIVATIONS[activation][0]
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width), act(), nn.Linear(width, width), act())
+                                    for _ in range(blocks))
+        self.out = nn.Linear(width, out_features)
+        if init != "torch_default":
+            for layer in self.modules():
+                if isinstance(layer, nn.Linear):
+                    getattr(nn.init, init + "_")(layer.weight)
+                    nn.init.zeros_(layer.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[N, d]`` -> ``[N, m]``."""
+        s = x * self.in_scale + self.in_shift
+        s = self.lift(s) if self.lift is not None else nn.functional.pad(s, (0, self.width - self.in_features))
+        for block in self.blocks:
+            s = s + block(s)
+        return self.out(s)

@@ -53,9 +53,14 @@ def _arctan3(v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return torch.atan(v), q, -2 * v * q * q, (6 * v * v - 2) * q * q * q
 
 
+def _relu3_3(v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r = torch.relu(v)
+    return r * r * r, 3 * r * r, 6 * r, 6 * (v > 0).to(v.dtype)
+
+
 #: activation -> (s, s', s'', s''') at once
 JETS3: dict[str, Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]] = {
-    "tanh": _tanh3, "sin": _sin3, "sigmoid": _sigmoid3, "softplus": _softplus3, "arctan": _arctan3,
+    "tanh": _tanh3, "sin": _sin3, "sigmoid": _sigmoid3, "softplus": _softplus3, "arctan": _arctan3, "relu3": _relu3_3,
 }
 
 

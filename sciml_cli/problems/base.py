@@ -8,10 +8,11 @@ requires (``Model.requires``, all of them needed); the check runs on the built p
 data is generated, and the problems that would fit are found by trying the configs, never from a
 table. Adding a view to a problem makes every model that asks for it work there.
 
-Views so far: :class:`PhysicsResidual` (PINN) and :class:`OperatorData` (FNO). Models to come
-add theirs here together with the model: an energy functional (Deep Ritz), trajectories (neural
-ODE / UDE), a differentiable solver (solver-in-the-loop) and an inverse problem (learned
-reconstruction).
+Views so far: :class:`PhysicsResidual` (PINN), :class:`EnergyFunctional` (Deep Ritz) and
+:class:`OperatorData` (FNO); the first two share :class:`FieldDomain` (coordinates, domain
+sampling on boxes and other shapes, the reference and exact solution, exact boundary conditions).
+Models to come add theirs here together with the model: trajectories (neural ODE / UDE), a
+differentiable solver (solver-in-the-loop) and an inverse problem (learned reconstruction).
 
 The validation metric of a problem (:attr:`Problem.val_metric`) comes with its direction
 (:attr:`Problem.val_direction`): relative errors are minimised, PSNR is maximised; ``best.pt``,
@@ -148,15 +149,81 @@ class Problem(ABC):
         return {}
 
 
-class PhysicsResidual(ABC):
+class FieldDomain(ABC):
+    """What the views on a solution field ``u(x)`` share (not a view itself): the coordinates,
+    the domain and its sampling, the reference solution, and exact boundary conditions by an
+    output transform.
+
+    Points are ``[N, d]`` tensors whose columns follow :attr:`coords` (a time coordinate, if
+    any, last and named ``t``). The default sampling serves a box (:attr:`bounds`); a problem on
+    another shape (an L-shape, a slit) overrides :meth:`sample_interior` and
+    :meth:`sample_boundary` and reports where its domain lies in the reference grid by NaN.
+    """
+
+    coords: tuple[str, ...]
+    n_outputs: int = 1
+    #: a point where the solution is singular (a re-entrant corner, a crack tip), if any: models
+    #: show the error around it
+    singular_point: tuple[float, ...] | None = None
+
+    @property
+    @abstractmethod
+    def bounds(self) -> list[tuple[float, float]]:
+        """``(low, high)`` per coordinate: the domain, or the box that holds it."""
+
+    def contains(self, points: Tensor) -> Tensor:
+        """``[N]`` bool: whether ``points`` lie in the closed domain (by default the box)."""
+        b = torch.tensor(self.bounds, dtype=points.dtype, device=points.device)
+        return ((points >= b[:, 0]) & (points <= b[:, 1])).all(dim=1)
+
+    def sample_interior(self, n: int, seed: int) -> Tensor:
+        """``n`` points of the domain, ``[n, d]``: scrambled Sobol points of the box, seeded by
+        ``seed``."""
+        from ..numerics.sampling import sobol
+
+        return sobol(n, self.bounds, seed, **self.factory)
+
+    @abstractmethod
+    def reference(self, resolution: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
+        """Reference solution on a tensor grid: ``(grid, u)``, the grid's axes in the order of
+        :attr:`coords`, ``u`` shaped by the grid (a trailing axis of outputs if several), NaN at
+        grid points outside the domain. In more dimensions than a grid can hold, a 2D slice
+        (for figures) and :meth:`scoring_points` for the metrics."""
+
+    def scoring_points(self) -> tuple[Tensor, Tensor] | None:
+        """``(points [N, d], u [N, n_outputs])``: where a tensor grid cannot cover the domain
+        (high dimensions), the points and exact values the metrics are computed on instead of
+        :meth:`reference`'s grid; ``None`` (the default) to score on the grid."""
+        return None
+
+    def exact_solution(self, points: Tensor) -> Tensor:
+        """The exact solution ``[N, n_outputs]`` at ``points``, differentiable (for gradient
+        errors such as the H1 norm); problems without a closed form raise ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form solution")
+
+    @property
+    def offers_constraint(self) -> bool:
+        """Whether :meth:`constraint` is available on this instance."""
+        return type(self).constraint is not FieldDomain.constraint
+
+    def constraint(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """``(g, phi)`` ``[N, n_outputs]`` such that ``u = g + phi * N(x)`` meets the initial and
+        boundary conditions exactly for any ``N`` (Lagaris et al. 1998; Lu et al. 2021, "hard
+        constraints"; on general domains Sukumar & Srivastava 2022): ``g`` satisfies them,
+        ``phi`` vanishes where they are imposed. Smooth functions of the points away from
+        corners; problems without one raise ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} offers no hard-constraint transform")
+
+
+class PhysicsResidual(FieldDomain):
     """View for physics-informed models: domain sampling, the PDE residual in terms of the
     derivatives it needs, initial and boundary residuals, and the reference solution.
 
-    Points are ``[N, d]`` tensors whose columns follow :attr:`coords` (time last, named ``t``).
     The residual never differentiates a network itself: it declares the derivatives it needs
     (:attr:`derivatives`, e.g. ``("u", "u_t", "u_x", "u_xx")``, see
     :func:`sciml_cli.nn.parse_derivative`) and receives them as ``[N, n_outputs]`` tensors, so a
-    model may supply them by autograd or by a faster forward propagation.
+    model may supply them by autograd or by a faster forward propagation. A problem without a
+    time coordinate ``t`` is steady: it has no initial condition.
 
     Coefficients of the equation that an inverse problem may learn are named in
     :meth:`coefficients` (their true values); :meth:`residual` takes them as an argument.
@@ -164,24 +231,11 @@ class PhysicsResidual(ABC):
     transform, :meth:`observations` for measured data (inverse problems).
     """
 
-    coords: tuple[str, ...]
-    n_outputs: int = 1
     #: derivatives of the solution the residual needs, by name
     derivatives: tuple[str, ...]
 
-    @property
-    @abstractmethod
-    def bounds(self) -> list[tuple[float, float]]:
-        """``(low, high)`` per coordinate."""
-
-    # Sampling: the defaults serve a box in space and time (time last), scrambled Sobol points
-    # seeded by ``seed``; a problem on another shape overrides them.
-    def sample_interior(self, n: int, seed: int) -> Tensor:
-        """``n`` points of the space-time domain, ``[n, d]``."""
-        from ..numerics.sampling import sobol
-
-        return sobol(n, self.bounds, seed, **self.factory)
-
+    # Space-time sampling: the defaults serve a box in space and time (time last); a problem on
+    # another shape overrides them.
     def sample_initial(self, n: int, seed: int) -> Tensor:
         """``n`` points of the initial slice ``t = t_0``, ``[n, d]``."""
         from ..numerics.sampling import sobol
@@ -211,18 +265,14 @@ class PhysicsResidual(ABC):
         """PDE residual ``[N, n_outputs]`` at interior ``points`` from the named derivatives of
         the solution there (:attr:`derivatives`) and the equation's ``coefficients``."""
 
-    @abstractmethod
     def initial_residual(self, u: Tensor, points: Tensor) -> Tensor:
-        """Residual of the initial condition for solution values ``u`` ``[N, n_outputs]``."""
+        """Residual of the initial condition for solution values ``u`` ``[N, n_outputs]``
+        (time-dependent problems; a steady one has none)."""
+        raise NotImplementedError(f"{type(self).__name__} is steady: it has no initial condition")
 
     @abstractmethod
     def boundary_residual(self, u: Tensor, points: Tensor) -> Tensor:
         """Residual of the boundary condition for solution values ``u`` ``[N, n_outputs]``."""
-
-    @abstractmethod
-    def reference(self, resolution: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
-        """Reference solution on a tensor grid: ``(grid, u)``, the grid's axes in the order of
-        :attr:`coords`, ``u`` shaped by the grid (a trailing axis of outputs if several)."""
 
     def residual_of(self, u: Callable[[Tensor], Tensor], points: Tensor,
                     coefficients: Mapping[str, Tensor | float] | None = None) -> Tensor:
@@ -235,17 +285,46 @@ class PhysicsResidual(ABC):
         return self.residual({name: d[k] for name, k in keys.items()}, points,
                              self.coefficients() if coefficients is None else coefficients)
 
-    def constraint(self, points: Tensor) -> tuple[Tensor, Tensor]:
-        """``(g, phi)`` ``[N, n_outputs]`` such that ``u = g + phi * N(x)`` meets the initial and
-        boundary conditions exactly for any ``N`` (Lagaris et al. 1998; Lu et al. 2021, "hard
-        constraints"): ``g`` satisfies them, ``phi`` vanishes where they are imposed. Smooth
-        functions of the points; problems without one raise ``NotImplementedError``."""
-        raise NotImplementedError(f"{type(self).__name__} offers no hard-constraint transform")
-
     def observations(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
         """``(points [n, d], values [n, n_outputs])``: measurements of the solution, with the
         problem's observation noise, for data terms and inverse problems."""
         raise NotImplementedError(f"{type(self).__name__} offers no observations")
+
+
+class EnergyFunctional(FieldDomain):
+    """View for variational methods (Deep Ritz): the solution minimises an energy
+    ``E(u) = int_Omega e(u, grad u, x) dx`` over functions with the boundary data, e.g. for
+    ``-Laplace u = f``, ``e = |grad u|^2 / 2 - f u`` (the Dirichlet principle).
+
+    A model estimates ``E`` by Monte-Carlo or quasi-Monte-Carlo quadrature: :attr:`measure`
+    times the mean of :meth:`energy_density` over :meth:`sample_interior` points (uniform in the
+    domain); boundary data are imposed by a penalty on :meth:`sample_boundary` points (uniform
+    by arc length or surface area; the boundary's size is :attr:`boundary_measure`) or exactly
+    by :meth:`constraint`.
+    """
+
+    @property
+    @abstractmethod
+    def measure(self) -> float:
+        """Volume (area) of the domain: the quadrature weight of a uniform sample's mean."""
+
+    @property
+    @abstractmethod
+    def boundary_measure(self) -> float:
+        """Size (length, area) of the boundary on which the data are imposed."""
+
+    @abstractmethod
+    def sample_boundary(self, n: int, seed: int) -> Tensor:
+        """``n`` points of the boundary, uniform by arc length (surface area), ``[n, d]``."""
+
+    @abstractmethod
+    def energy_density(self, u: Tensor, grad: Tensor, points: Tensor) -> Tensor:
+        """Energy density ``[N]`` from the solution values ``u`` ``[N, n_outputs]`` and their
+        gradient ``grad`` ``[N, d]`` (one output) at ``points``."""
+
+    @abstractmethod
+    def boundary_value(self, points: Tensor) -> Tensor:
+        """Dirichlet data ``g`` ``[N, n_outputs]`` at boundary ``points``."""
 
 
 def float64_device(device: torch.device) -> torch.device:
@@ -295,7 +374,7 @@ class OperatorData(ABC):
         return tuple(f.unsqueeze(1) if f.ndim == 1 + self.n_dims else f for f in (a, u))
 
 
-VIEWS: tuple[type, ...] = (PhysicsResidual, OperatorData)
+VIEWS: tuple[type, ...] = (PhysicsResidual, EnergyFunctional, OperatorData)
 
 
 def view_name(view: type) -> str:

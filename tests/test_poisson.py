@@ -1,0 +1,174 @@
+"""Poisson's problem: exact solutions, domains and their sampling, distance functions, the energy
+functional and the five-point reference solver's order of convergence."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import pytest
+import torch
+
+from sciml_cli.numerics import geometry
+from sciml_cli.problems.poisson import Poisson
+
+CASES = [("square", 2, "sine"), ("square", 2, "steady_heat"), ("cube", 10, "pairs"), ("square", 3, "sine"),
+         ("lshape", 2, "singular"), ("slit", 2, "singular")]
+
+
+def poisson(domain="square", dim=2, solution=None, **kw) -> Poisson:
+    return Poisson(domain=domain, dim=dim, solution=solution, **kw).to("cpu", torch.float64)
+
+
+@pytest.mark.parametrize("domain, dim, solution", CASES)
+def test_exact_solutions_solve_the_equation_and_meet_the_data(domain, dim, solution):
+    p = poisson(domain, dim, solution)
+    x = p.sample_interior(500, 0)
+    assert p.contains(x).all()
+    r = p.residual_of(p.exact_solution, x)
+    assert r.abs().max() < 1e-9 * max(1.0, p.source(x).abs().max().item())
+    xb = p.sample_boundary(500, 1)
+    assert (p.boundary_residual(p.exact_solution(xb), xb)).abs().max() == 0
+    assert p.exact_solution(x).abs().max() > 0.1  # non-trivial
+
+
+def test_singular_solutions_vanish_on_the_inner_edges():
+    for domain, edges in (("lshape", [((0, 0), (1, 0)), ((0, 0), (0, -1))]), ("slit", [((0, 0), (1, 0))])):
+        p = poisson(domain)
+        s = torch.linspace(0, 1, 101, dtype=torch.float64)[:, None]
+        for a, b in edges:
+            pts = torch.tensor(a, dtype=torch.float64) + s * (torch.tensor(b, dtype=torch.float64) - torch.tensor(a, dtype=torch.float64))
+            assert p.exact_solution(pts).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("domain, dim", [("square", 2), ("cube", 10), ("lshape", 2), ("slit", 2)])
+def test_boundary_samples_are_uniform_by_arc_length_and_lie_on_the_boundary(domain, dim):
+    p = poisson(domain, dim)
+    xb = p.sample_boundary(4000, 3)
+    assert p.contains(xb).all()
+    assert p.geometry.distance(xb).max() < 1e-20
+    if isinstance(p.geometry, geometry.Polygon):
+        # the share of points on each segment is its share of the length
+        pieces = torch.stack(p.geometry.segment_distances(xb), dim=1).argmin(dim=1)
+        share = torch.bincount(pieces, minlength=len(p.geometry.segments)).double() / len(xb)
+        lengths = torch.tensor(p.geometry.lengths, dtype=torch.float64)
+        torch.testing.assert_close(share, lengths / lengths.sum(), atol=2e-3, rtol=0)
+    else:
+        on_face = torch.stack([d.abs() < 1e-12 for d in p.geometry.face_distances(xb)], dim=1).double().mean(0)
+        torch.testing.assert_close(on_face, torch.full_like(on_face, 1 / (2 * dim)), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("domain", ["lshape", "slit"])
+def test_interior_samples_fill_the_domain_by_area(domain):
+    p = poisson(domain)
+    x = p.sample_interior(8000, 4)
+    assert p.contains(x).all() and len(x) == 8000
+    quadrants = ((x[:, 0] > 0).long() * 2 + (x[:, 1] > 0).long())
+    share = torch.bincount(quadrants, minlength=4).double() / len(x)
+    expected = torch.tensor([1, 1, 0, 1] if domain == "lshape" else [1, 1, 1, 1], dtype=torch.float64)
+    torch.testing.assert_close(share, expected / expected.sum(), atol=3e-3, rtol=0)
+
+
+@pytest.mark.parametrize("domain, dim", [("square", 2), ("cube", 10), ("lshape", 2), ("slit", 2)])
+def test_distance_function_vanishes_on_the_boundary_and_is_positive_inside(domain, dim):
+    p = poisson(domain, dim)
+    inside = p.geometry.distance(p.sample_interior(2000, 5))
+    assert inside.min() > 0
+    assert p.geometry.distance(p.sample_boundary(2000, 6)).max() < 1e-20
+    # like a distance near the boundary: about the true distance at a small step inwards
+    if domain == "square":
+        x = torch.tensor([[0.3, 1 - 1e-4]], dtype=torch.float64)
+        assert p.geometry.distance(x).item() == pytest.approx(1e-4, rel=1e-2)
+
+
+@pytest.mark.parametrize("solution", ["steady_heat", "sine"])
+def test_constraint_transform_meets_the_data_for_any_network(solution):
+    p = poisson("square", 2, solution)
+    xb = p.sample_boundary(1000, 7)
+    g, phi = p.constraint(xb)
+    torch.testing.assert_close(g, p.boundary_value(xb), atol=1e-12, rtol=0)
+    assert phi.abs().max() < 1e-20
+    p10 = poisson("cube", 10)
+    xb = p10.sample_boundary(1000, 7)
+    torch.testing.assert_close(p10.constraint(xb)[0], p10.boundary_value(xb), atol=1e-12, rtol=0)
+    assert not poisson("lshape").offers_constraint
+
+
+@pytest.mark.parametrize("domain, dim", [("square", 2), ("square", 3), ("cube", 10)])
+def test_energy_quadrature_converges_to_the_exact_energy(domain, dim):
+    p = poisson(domain, dim)
+    errors = []
+    for n in (2**10, 2**16):
+        x = p.sample_interior(n, 0).requires_grad_(True)
+        u = p.exact_solution(x)
+        (grad,) = torch.autograd.grad(u.sum(), x)
+        errors.append(abs(p.measure * p.energy_density(u, grad, x).mean().item() - p.energy()) / abs(p.energy()))
+    # scrambled Sobol: better than Monte Carlo's n^(-1/2), i.e. a factor > 8 over 64 x the points
+    assert errors[1] < 1e-3 and errors[1] < errors[0] / 8, errors
+
+
+def test_the_exact_solution_minimises_the_energy():
+    """Dirichlet's principle on the L-shape: any perturbation vanishing on the boundary raises E."""
+    p = poisson("lshape")
+    x = p.sample_interior(2**16, 1).requires_grad_(True)
+
+    def energy(eps: float) -> float:
+        bump = p.geometry.distance(x).unsqueeze(1) * torch.cos(2 * x[:, :1] + x[:, 1:])
+        u = p.exact_solution(x) + eps * bump
+        (grad,) = torch.autograd.grad(u.sum(), x)
+        return p.measure * p.energy_density(u, grad, x).mean().item()
+
+    e0 = energy(0.0)
+    assert energy(0.05) > e0 and energy(-0.05) > e0
+
+
+def test_five_point_solver_is_second_order_on_the_smooth_solution():
+    p = poisson("square")
+    errors = [p.solve(n).attrs["max_abs_vs_exact"] for n in (17, 33, 65)]
+    rates = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    assert all(1.95 < r < 2.05 for r in rates), rates
+
+
+def test_five_point_solver_converges_at_the_rates_the_corner_allows():
+    """u ~ r^(2/3) at the re-entrant corner: h^(4/3) in the L2 norm, h^(2/3) in the max norm
+    (the error is largest next to the corner)."""
+    p = poisson("lshape")
+    runs = [p.solve(n).attrs for n in (33, 65, 129)]
+    l2 = [math.log2(a["rel_l2_vs_exact"] / b["rel_l2_vs_exact"]) for a, b in zip(runs, runs[1:])]
+    mx = [math.log2(a["max_abs_vs_exact"] / b["max_abs_vs_exact"]) for a, b in zip(runs, runs[1:])]
+    assert all(1.15 < r < 1.45 for r in l2), l2
+    assert all(0.6 < r < 0.72 for r in mx), mx
+
+
+def test_solver_fails_cleanly_where_it_cannot_run():
+    with pytest.raises(ValueError, match="^problem.dim: "):
+        poisson("cube", 10).solve()
+    with pytest.raises(ValueError, match="^resolution: "):
+        poisson("lshape").solve(64)
+
+
+@pytest.mark.parametrize("kwargs, key", [({"domain": "lshape", "dim": 3}, "dim"), ({"domain": "slit", "solution": "sine"}, "solution"),
+                                         ({"solution": "steady_heat", "dim": 3}, "solution")])
+def test_unsupported_combinations_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=f"^{key}: "):
+        Poisson(**kwargs)
+
+
+def test_reference_marks_points_outside_the_domain():
+    grid, u = poisson("lshape").reference(33)
+    assert torch.isnan(u[17:, :16]).all() and not torch.isnan(u[:17]).any()
+    grid, u = poisson("cube", 10).reference(17)
+    assert u.shape == (17, 17) + (1,) * 8  # the central slice
+
+
+def test_solve_command_writes_the_finite_difference_solution(sciml):
+    sciml("solve", "problem=poisson", "problem.domain=lshape", "resolution=65", check=True)
+    (path,) = (sciml.cwd / "outputs").rglob("*.h5")
+    with h5py.File(path) as f:
+        u = f["fields/u"][()]
+        rel_l2 = f.attrs["rel_l2_vs_exact"]
+        x = f["grid/x"][()]
+    assert u.shape == (1, 65, 65) and len(x) == 65
+    expected = poisson("lshape").solve(65)
+    torch.testing.assert_close(torch.as_tensor(u), expected.fields["u"].double(), equal_nan=True)
+    assert rel_l2 == pytest.approx(expected.attrs["rel_l2_vs_exact"], rel=1e-12) and 1e-4 < rel_l2 < 3e-3
