@@ -17,6 +17,16 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
+def _squeezed(grid: dict[str, Tensor], *fields: np.ndarray) -> tuple[dict[str, Tensor], list[np.ndarray]]:
+    """Grid axes of length 1 (a slice through a higher-dimensional domain) dropped from the grid
+    and from the trailing axes of the fields."""
+    keep = [k for k, v in grid.items() if len(v) > 1]
+    if len(keep) == len(grid):
+        return grid, list(fields)
+    shape = [len(grid[k]) for k in keep]
+    return {k: grid[k] for k in keep}, [f.reshape(*f.shape[:f.ndim - len(grid)], *shape) for f in fields]
+
+
 def _last_slice(grid: dict[str, Tensor], field: np.ndarray) -> tuple[dict[str, Tensor], np.ndarray, str]:
     """A space-time field in 2D ([..., T, X, Y] on (t, x, y)) is shown at its last time."""
     if len(grid) < 3:
@@ -59,8 +69,9 @@ def _panel(ax, grid: dict[str, Tensor], field: np.ndarray, title: str, cmap: str
 
 def comparison_figure(grid: dict[str, Tensor], prediction: Tensor, reference: Tensor, title: str = ""):
     """Reference, prediction and absolute error side by side."""
-    _, pred, _ = _last_slice(grid, _np(prediction))
-    grid, ref, when = _last_slice(grid, _np(reference))
+    grid, (prediction, reference) = _squeezed(grid, _np(prediction), _np(reference))
+    _, pred, _ = _last_slice(grid, prediction)
+    grid, ref, when = _last_slice(grid, reference)
     pred, ref = _leading_stripped(pred, len(grid)), _leading_stripped(ref, len(grid))
     title += when
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
@@ -74,7 +85,8 @@ def comparison_figure(grid: dict[str, Tensor], prediction: Tensor, reference: Te
 
 
 def field_figure(grid: dict[str, Tensor], field: Tensor, title: str = ""):
-    grid, f, when = _last_slice(grid, _np(field))
+    grid, (field,) = _squeezed(grid, _np(field))
+    grid, f, when = _last_slice(grid, field)
     f = _leading_stripped(f, len(grid))
     title += when
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)

@@ -19,6 +19,9 @@ PRESETS = [
     ("fno_burgers_quick", "burgers-fno", 1e-2),
     ("fno_navier_stokes_small", "navier_stokes-fno", 1e-2),
     ("fno_heat2d", "heat2d-fno", 5e-3),
+    ("drm_poisson_slit", "poisson-drm", 5e-3),
+    ("pinn_poisson_slit", "poisson-pinn", 5e-3),
+    ("drm_poisson_10d", "poisson-drm", 1e-2),
 ]
 
 

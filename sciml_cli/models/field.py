@@ -106,9 +106,7 @@ class FieldModel(Model):
         crack tip), the error map around that point."""
         from .. import plotting
 
-        grid = {k: v for k, v in evaluation.grid.items() if len(v) > 1}
-        figures = {"": plotting.comparison_figure(grid, evaluation.prediction.reshape([len(v) for v in grid.values()]),
-                                                  evaluation.reference.reshape([len(v) for v in grid.values()]),
+        figures = {"": plotting.comparison_figure(evaluation.grid, evaluation.prediction, evaluation.reference,
                                                   title=title)}
         corner = getattr(problem, "singular_point", None)
         if corner is not None:

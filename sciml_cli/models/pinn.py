@@ -409,8 +409,8 @@ class PINN(FieldModel):
         from .. import plotting
 
         figures = super().figures(problem, evaluation, title)
-        grid = {k: v for k, v in evaluation.grid.items() if len(v) > 1}
-        points = self._grid_points(evaluation.grid)
+        grid = evaluation.grid
+        points = self._grid_points(grid)
         residual = torch.cat([self._residual(problem, points[i:i + CHUNK]).detach().abs()
                               for i in range(0, len(points), CHUNK)])[:, 0]
         residual = torch.where(torch.isnan(evaluation.reference.reshape(-1)), torch.nan, residual)

@@ -181,6 +181,36 @@ class Polygon:
         """Approximate distance to the boundary ``[N]``: 0 on every segment, positive elsewhere."""
         return _join(self.segment_distances(x))
 
+    def lift(self, x: Tensor, data: Callable[[Tensor, int], Tensor | None]) -> Tensor:
+        """A function ``[N, m]`` equal to the boundary data on every segment, twice continuously
+        differentiable away from the vertices, from the data alone: transfinite interpolation
+        ``sum_i w_i g_i(x)`` with ``w_i = phi_i^-1 / sum_k phi_k^-1`` (Sukumar & Srivastava 2022,
+        section 4), where ``g_i`` is segment ``i``'s data at the projection of ``x`` onto it,
+        continued past its ends by its second-order Taylor polynomial there.
+
+        ``data(points, i)`` gives segment ``i``'s data at points on it (``None``: zero data).
+        """
+        inv = torch.stack([1.0 / p.clamp_min(_TINY) for p in self.segment_distances(x)], dim=1)
+        w = inv / inv.sum(dim=1, keepdim=True)
+        g = 0.0
+        for i, ((x0, y0), (x1, y1)) in enumerate(self.segments):
+            length = self.lengths[i]
+            a = torch.tensor([x0, y0], dtype=x.dtype, device=x.device)
+            tangent = torch.tensor([(x1 - x0) / length, (y1 - y0) / length], dtype=x.dtype, device=x.device)
+            s = (x - a) @ tangent
+            inner = s.clamp(0.0, length)
+            with torch.enable_grad():
+                # the data and its first two derivatives along the segment at the clamped position
+                q = inner.detach().requires_grad_(True) if not inner.requires_grad else inner
+                d0 = data(a + q[:, None] * tangent, i)
+                if d0 is None:
+                    continue
+                d1 = torch.stack([torch.autograd.grad(d0[:, k].sum(), q, create_graph=True)[0] for k in range(d0.shape[1])], 1)
+                d2 = torch.stack([torch.autograd.grad(d1[:, k].sum(), q, create_graph=True)[0] for k in range(d0.shape[1])], 1)
+            past = (s - inner).unsqueeze(1)  # 0 between the ends
+            g = g + w[:, i:i + 1] * (d0 + d1 * past + 0.5 * d2 * past * past)
+        return g if isinstance(g, Tensor) else torch.zeros_like(x[:, :1])
+
 
 def lshape() -> Polygon:
     """``(-1, 1)^2`` without the fourth quadrant ``[0, 1] x [-1, 0]``: re-entrant corner at 0."""
@@ -197,7 +227,7 @@ def lshape() -> Polygon:
 def slit() -> Polygon:
     """``(-1, 1)^2`` cut along ``[0, 1] x {0}`` (E & Yu 2018): the domain lies on both sides of
     the slit, whose tip at the origin is a crack."""
-    corners = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
+    corners = [(-1, -1), (1, -1), (1, 0), (1, 1), (-1, 1)]  # the right side split where the slit ends
     segments = list(zip(corners, corners[1:] + corners[:1])) + [((0, 0), (1, 0))]
     square = Box([(-1.0, 1.0), (-1.0, 1.0)])
     return Polygon(segments, square.contains, square.bounds, 4.0)

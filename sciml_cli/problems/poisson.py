@@ -113,9 +113,14 @@ class Poisson(Problem, PhysicsResidual, EnergyFunctional):
             lo, hi = self.geometry.bounds[0]
             s = (x - lo) / (hi - lo)
             return (torch.sinh(math.pi * s[:, 0:1]) * torch.sin(math.pi * s[:, 1:2])) / math.sinh(math.pi)
-        # theta in [0, 2 pi) from the positive x axis (the slit; an edge of the L-shape)
+        return self._singular(x)
+
+    def _singular(self, x: Tensor, cut: float = 0.0) -> Tensor:
+        """``r^alpha sin(alpha theta)``, ``theta`` the angle from the positive x axis in
+        ``[0, 2 pi)`` (the slit, an edge of the L-shape), continued across that axis onto
+        ``[cut, cut + 2 pi)`` when ``cut > 0`` (for boundary data near it, see :meth:`constraint`)."""
         r = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-        theta = torch.remainder(torch.atan2(x[:, 1:2], x[:, 0:1]), 2 * math.pi)
+        theta = cut + torch.remainder(torch.atan2(x[:, 1:2], x[:, 0:1]) - cut, 2 * math.pi)
         alpha = 0.5 if self.domain == "slit" else 2.0 / 3.0
         return r.pow(alpha) * torch.sin(alpha * theta)
 
@@ -152,17 +157,31 @@ class Poisson(Problem, PhysicsResidual, EnergyFunctional):
 
     @property
     def offers_constraint(self) -> bool:
-        """On a box any data can be lifted smoothly (transfinite interpolation); on the L-shape
-        and the slit the data are non-zero, and no smooth lift from them alone is built here."""
-        return isinstance(self.geometry, geometry.Box)
+        """Not for ``solution=pairs``: transfinite interpolation reproduces multilinear
+        functions, so the lift of its boundary data would be the solution itself."""
+        return self.solution != "pairs"
 
     def constraint(self, points: Tensor) -> tuple[Tensor, Tensor]:
-        """``g``: the boundary data lifted into the box by transfinite interpolation;
-        ``phi``: the approximate distance to the boundary (Sukumar & Srivastava 2022)."""
-        if not self.offers_constraint:
-            raise ValueError(f"hard_constraints: poisson on domain={self.domain} offers no constraint transform; use the penalty")
-        g = torch.zeros_like(points[:, :1]) if self.solution == "sine" else self.geometry.lift(points, self.boundary_value)
+        """``g``: the boundary data lifted into the domain by transfinite interpolation from the
+        data alone; ``phi``: the approximate distance to the boundary (Sukumar & Srivastava 2022).
+        On the L-shape and the slit, ``g`` and ``phi`` are not smooth at the corners."""
+        if self.solution == "sine":
+            g = torch.zeros_like(points[:, :1])
+        elif isinstance(self.geometry, geometry.Box):
+            g = self.geometry.lift(points, self.boundary_value)
+        else:
+            g = self.geometry.lift(points, self._segment_data)
         return g, self.geometry.distance(points).unsqueeze(1)
+
+    def _segment_data(self, points: Tensor, i: int) -> Tensor | None:
+        """The data on segment ``i``: zero on the edges that meet at the singular point; on the
+        others the solution with the angle's cut turned away from the segment, so that its
+        derivatives along the segment are one-sided at an end on the cut (the slit's far end)."""
+        (x0, y0), (x1, y1) = self.geometry.segments[i]
+        if (x0, y0) == (0.0, 0.0) or (x1, y1) == (0.0, 0.0):
+            return None
+        middle = math.atan2((y0 + y1) / 2, (x0 + x1) / 2) % (2 * math.pi)
+        return self._singular(points, cut=max(middle - math.pi, 0.0))
 
     # -- physics-residual view -------------------------------------------------------------------
     def residual(self, fields: Mapping[str, Tensor], points: Tensor,
