@@ -144,7 +144,9 @@ def loss_figure(history: Sequence[Sequence[float]]):
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     if history:
         h = np.asarray(history, dtype=float)
-        ax.semilogy(h[:, 0], h[:, 1])
+        ax.plot(h[:, 0], h[:, 1])
+        # an energy (Deep Ritz) goes negative: a symmetric log scale then, linear near zero
+        ax.set_yscale("log" if (h[:, 1] > 0).all() else "symlog")
     ax.set_xlabel("step")
     ax.set_ylabel("total loss")
     ax.grid(True, which="both", alpha=0.3)

@@ -1,6 +1,6 @@
 """The contract between a method, its problem, the trainer and the commands.
 
-A *method* (PINN, FNO, ...) is a :class:`Model`: it names the problem views it requires, builds
+A *method* (PINN, Deep Ritz, FNO, ...) is a :class:`Model`: it names the problem views it requires, builds
 its network from ``sciml_cli.nn``, and owns its objective, its data and its evaluation. Nothing
 outside the method knows its call convention:
 
@@ -9,6 +9,10 @@ outside the method knows its call convention:
 - ``sciml eval`` calls :meth:`Model.evaluate` and :meth:`Model.figures`;
 - ``sciml solve ckpt=`` calls :meth:`Model.surrogate` to predict what the reference solver
   computed on fresh instances.
+
+Methods that learn one solution field ``u(x)`` (PINN, Deep Ritz) share
+:class:`sciml_cli.models.field.FieldModel`: the exact-boundary transform, grid prediction, the
+metrics (H1 error where the problem knows its solution), eval figures and the solver stand-in.
 """
 
 from __future__ import annotations
