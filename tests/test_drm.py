@@ -67,7 +67,8 @@ def test_resnet_has_e_and_yu_blocks():
     (["model=drm", "problem=poisson", "problem.domain=hexagon"], "problem.domain: "),
     (["model=drm", "problem=poisson", "problem.domain=lshape", "problem.dim=3"], "problem.dim: "),
     (["model=drm", "problem=poisson", "model.penalty=0"], "model.penalty: "),
-    (["model=drm", "problem=poisson", "problem.domain=slit", "model.hard_constraints=true"], "model.hard_constraints: "),
+    (["model=drm", "problem=poisson", "problem.domain=cube", "problem.dim=10", "model.hard_constraints=true"],
+     "model.hard_constraints: "),
 ])
 def test_bad_input_is_one_line_naming_the_key_before_any_work(sciml, args, key):
     proc = sciml("train", *args)
