@@ -135,3 +135,26 @@ def test_ten_dimensions_are_scored_on_scattered_points():
     ev = model.evaluate(p)
     assert ev.metrics["rel_l2"] < 1e-14 and ev.metrics["rel_h1"] < 1e-14
     assert ev.prediction.shape == (p.resolution, p.resolution) + (1,) * 8
+
+
+def test_solve_with_a_checkpoint_compares_the_network_with_the_finite_difference_solver(sciml):
+    """``solve ckpt=`` on a non-box domain: points outside the L-shape are left out of the error."""
+    args = ["model=drm", "problem=poisson", "problem.domain=lshape", "optim.steps=20", "trainer.val_every=20",
+            "trainer.checkpoint_every=20", *QUICK]
+    sciml("train", *args, check=True)
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "poisson-drm")
+    sciml("solve", "problem=poisson", "problem.domain=lshape", f"ckpt={run}", "resolution=65", check=True)
+    (path,) = (sciml.cwd / "outputs").rglob("surrogate.json")
+    result = json.loads(path.read_text())
+    assert result["points"] == 65 * 65
+    # the same number from the checkpoint's own prediction on the solver's grid
+    from sciml_cli.commands.eval import restore
+
+    _, problem, model, _ = restore(run / "checkpoints" / "best.pt", "cpu")
+    problem.to("cpu", torch.float64)
+    solution = problem.solve(resolution=65)
+    predict, reference, _ = model.surrogate(problem, solution)
+    inside = ~torch.isnan(reference)
+    expected = torch.linalg.vector_norm((predict() - reference)[inside]) / torch.linalg.vector_norm(reference[inside])
+    assert result["rel_l2_mean"] == pytest.approx(expected.item(), rel=1e-6)
+    assert 0 < result["rel_l2_mean"] < 2
