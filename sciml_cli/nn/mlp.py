@@ -108,6 +108,15 @@ ACTIVATIONS: dict[str, tuple[type[nn.Module], Callable[[Tensor], tuple[Tensor, T
 }
 
 
+def _input_map(in_features: int, input_bounds: Sequence[tuple[float, float]] | None) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)`` mapping each input's ``(low, high)`` to ``[-1, 1]`` (identity: ``None``)."""
+    if input_bounds is None:
+        return torch.ones(in_features), torch.zeros(in_features)
+    bounds = torch.tensor(input_bounds, dtype=torch.get_default_dtype())
+    scale = 2.0 / (bounds[:, 1] - bounds[:, 0])
+    return scale, -1.0 - bounds[:, 0] * scale
+
+
 class MLP(nn.Module):
     """``u = W_L s(... s(W_1 e(x) + b_1) ...) + b_L`` with an optional input embedding ``e``.
 
@@ -153,14 +162,9 @@ class MLP(nn.Module):
             raise ValueError(f"activation: {activation!r} is not one of {', '.join(ACTIVATIONS)}")
         self.in_features, self.out_features, self.activation = in_features, out_features, activation
         module, self._jet = ACTIVATIONS[activation]
-        if input_bounds is not None:
-            bounds = torch.tensor(input_bounds, dtype=torch.get_default_dtype())
-            scale = 2.0 / (bounds[:, 1] - bounds[:, 0])
-            shift = -1.0 - bounds[:, 0] * scale
-        else:
-            scale, shift = torch.ones(in_features), torch.zeros(in_features)
-        self.register_buffer("in_scale", scale)
-        self.register_buffer("in_shift", shift)
+        self.register_buffer("in_scale", None)
+        self.register_buffer("in_shift", None)
+        self.in_scale, self.in_shift = _input_map(in_features, input_bounds)
         if fourier_features:
             self.register_buffer("fourier_b", fourier_scale * torch.randn(in_features, fourier_features))
         else:
@@ -284,14 +288,9 @@ class ResNet(nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: {activation!r} is not one of {', '.join(ACTIVATIONS)}")
         self.in_features, self.out_features, self.width = in_features, out_features, width
-        if input_bounds is not None:
-            bounds = torch.tensor(input_bounds, dtype=torch.get_default_dtype())
-            scale = 2.0 / (bounds[:, 1] - bounds[:, 0])
-            shift = -1.0 - bounds[:, 0] * scale
-        else:
-            scale, shift = torch.ones(in_features), torch.zeros(in_features)
-        self.register_buffer("in_scale", scale)
-        self.register_buffer("in_shift", shift)
+        self.register_buffer("in_scale", None)
+        self.register_buffer("in_shift", None)
+        self.in_scale, self.in_shift = _input_map(in_features, input_bounds)
         self.lift = nn.Linear(in_features, width) if in_features > width else None
         act = ACTIVATIONS[activation][0]
         self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width), act(), nn.Linear(width, width), act())
