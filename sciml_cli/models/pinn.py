@@ -32,7 +32,7 @@ from ..nn import MLP, parse_derivative
 from ..nn.mlp import Activation, Init
 from ..numerics.autodiff import autograd_derivatives
 from ..problems.base import Evaluation, PhysicsResidual
-from .field import CHUNK, FieldModel
+from .field import FieldModel
 
 
 class PINN(FieldModel):
@@ -303,8 +303,7 @@ class PINN(FieldModel):
         """RAD (Wu et al. 2023): ``n_interior`` of ``rad_pool`` candidates, drawn without
         replacement with probability ``|r|^k / mean |r|^k + c``."""
         pool = problem.sample_interior(self.rad_pool, 3 * (seed * 1_000_003 + draw) + 10_000_019)
-        r = torch.cat([self._residual(problem, pool[i:i + CHUNK]).detach().abs().sum(1)
-                       for i in range(0, len(pool), CHUNK)])
+        r = self._chunked(lambda p: self._residual(problem, p).detach().abs().sum(1), pool)
         density = r.pow(self.rad_k)
         p = density / density.mean() + self.rad_c
         g = torch.Generator().manual_seed(seed * 1_000_003 + draw)
@@ -411,8 +410,7 @@ class PINN(FieldModel):
         figures = super().figures(problem, evaluation, title)
         grid = evaluation.grid
         points = self._grid_points(grid)
-        residual = torch.cat([self._residual(problem, points[i:i + CHUNK]).detach().abs()
-                              for i in range(0, len(points), CHUNK)])[:, 0]
+        residual = self._chunked(lambda p: self._residual(problem, p).detach().abs(), points)[:, 0]
         residual = torch.where(torch.isnan(evaluation.reference.reshape(-1)), torch.nan, residual)
         shape = [len(g) for g in grid.values()]
         figures["residual"] = plotting.field_figure(grid, residual.reshape(shape), title=f"{title}: |PDE residual|")

@@ -173,8 +173,9 @@ class FieldDomain(ABC):
 
     def contains(self, points: Tensor) -> Tensor:
         """``[N]`` bool: whether ``points`` lie in the closed domain (by default the box)."""
-        b = torch.tensor(self.bounds, dtype=points.dtype, device=points.device)
-        return ((points >= b[:, 0]) & (points <= b[:, 1])).all(dim=1)
+        from ..numerics.geometry import Box
+
+        return Box(self.bounds).contains(points)
 
     def sample_interior(self, n: int, seed: int) -> Tensor:
         """``n`` points of the domain, ``[n, d]``: scrambled Sobol points of the box, seeded by
