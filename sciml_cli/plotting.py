@@ -140,6 +140,46 @@ def rollout_figure(errors: Tensor, xlabel: str = "rollout step"):
     return fig
 
 
+def trajectory_figure(data, curves: dict[str, Tensor], state_names: Sequence[str], title: str = ""):
+    """One panel per state: observations, the truth over the fit and extrapolation windows, and
+    each model's trajectory (``[T + T2, S]`` on the same times); the window's end dashed."""
+    t = np.concatenate([_np(data.t), _np(data.t_extrapolate)])
+    truth = np.concatenate([_np(data.truth[0]), _np(data.truth_extrapolate[0])])
+    obs = _np(data.observed[0])
+    n = len(state_names)
+    fig, axes = plt.subplots(n, 1, figsize=(7, 2.6 * n), sharex=True, constrained_layout=True, squeeze=False)
+    for i, (ax, name) in enumerate(zip(axes[:, 0], state_names)):
+        ax.plot(t, truth[:, i], color="black", lw=1.2, label="truth")
+        ax.plot(_np(data.t), obs[:, i], "o", ms=3, color="grey", label="data")
+        for label, curve in curves.items():
+            ax.plot(t, _np(curve)[:, i], "--", lw=1.5, label=label)
+        ax.axvline(float(data.t[-1]), color="grey", lw=0.8, ls=":")
+        ax.set_ylabel(name)
+        finite = truth[:, i]
+        pad = 0.25 * (finite.max() - finite.min())
+        ax.set_ylim(finite.min() - pad, finite.max() + pad)  # a diverging fit does not flatten the truth
+    axes[0, 0].legend(loc="best", fontsize=8)
+    axes[-1, 0].set_xlabel("t (dotted: end of the data)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def term_figure(t: Tensor, learned: Tensor, true: Tensor, state_names: Sequence[str], title: str = ""):
+    """The network's term against the true missing term along the true trajectory, per state."""
+    n = len(state_names)
+    fig, axes = plt.subplots(n, 1, figsize=(7, 2.4 * n), sharex=True, constrained_layout=True, squeeze=False)
+    for i, (ax, name) in enumerate(zip(axes[:, 0], state_names)):
+        ax.plot(_np(t), _np(true)[:, i], color="black", label="true missing term")
+        ax.plot(_np(t), _np(learned)[:, i], "--", label="network")
+        ax.set_ylabel(f"d{name}/dt term")
+    axes[0, 0].legend(loc="best", fontsize=8)
+    axes[-1, 0].set_xlabel("t")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def loss_figure(history: Sequence[Sequence[float]]):
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     if history:

@@ -126,8 +126,8 @@ def _first(err: BaseException) -> str:
 
 
 def check_compatible(cfg: DictConfig) -> None:
-    """The built problem must offer every view the model requires; else name the problem
-    configs that would (found by building each problem config, and each alternative value of
+    """The built problem must offer every view the model requires and meet its
+    ``Model.unmet`` check (e.g. the UDE needs known terms); else name the problem configs that would (found by building each problem config, and each alternative value of
     its ``Literal`` arguments such as ``burgers problem.setup=raissi``, never from a table).
     Problems are cheap to build: no data is made until a model asks for it."""
     from ..problems.base import view_name
@@ -137,16 +137,20 @@ def check_compatible(cfg: DictConfig) -> None:
     problem = config.instantiate(cfg.problem)
     missing = [v for v in requires if v not in problem.views()]
     if not missing:
-        config.instantiate(cfg.model, problem=problem)  # the model's own checks, before any work
-        return
+        reason = model_cls.unmet(problem)
+        if reason is None:
+            config.instantiate(cfg.model, problem=problem)  # the model's own checks, before any work
+            return
+        raise ConfigError("problem", f"{model_cls.__name__}: {reason}. Problems that fit",
+                          _fitting_problems(cfg, requires, model_cls))
     names = " and ".join(f"the {view_name(v)} view" for v in requires)
     offered = ", ".join(view_name(v) for v in problem.views()) or "no view"
     raise ConfigError(
         "problem", f"{model_cls.__name__} needs {names}; this {type(problem).__name__} offers "
-        f"{offered}. Problems that fit", _fitting_problems(cfg, requires))
+        f"{offered}. Problems that fit", _fitting_problems(cfg, requires, model_cls))
 
 
-def _fitting_problems(cfg: DictConfig, requires: tuple[type, ...]) -> list[str]:
+def _fitting_problems(cfg: DictConfig, requires: tuple[type, ...], model_cls: type | None = None) -> list[str]:
     import inspect
     import typing
 
@@ -173,7 +177,7 @@ def _fitting_problems(cfg: DictConfig, requires: tuple[type, ...]) -> list[str]:
                 problem = config.instantiate(candidate)
             except (SciMLError, ValueError, TypeError):
                 continue
-            if all(v in problem.views() for v in requires):
+            if all(v in problem.views() for v in requires) and (model_cls is None or model_cls.unmet(problem) is None):
                 fits.append(name if not arg else f"{name} problem.{arg}={value}")
                 if not arg:
                     break  # the default fits: its variants need no mention

@@ -5,7 +5,10 @@ its network from ``sciml_cli.nn``, and owns its objective, its data and its eval
 outside the method knows its call convention:
 
 - the trainer calls :meth:`Model.batch`, :meth:`Model.loss` (named, unweighted terms, weighted
-  by :attr:`Model.loss_weights` and summed), :meth:`Model.evaluate` and :meth:`Model.scalars`;
+  by :attr:`Model.loss_weights` and summed), :meth:`Model.evaluate` and :meth:`Model.scalars`,
+  and :meth:`Model.start_phase` before each optimiser phase (a method in stages, such as the
+  UDE that replaces its networks by a recovered equation, changes stage there); the optimiser
+  of a phase gets the parameters that require gradients then;
 - ``sciml eval`` calls :meth:`Model.evaluate` and :meth:`Model.figures`;
 - ``sciml solve ckpt=`` calls :meth:`Model.surrogate` to predict what the reference solver
   computed on fresh instances.
@@ -37,6 +40,13 @@ class Model(nn.Module):
     #: the problem views this model needs, all of them (classes from ``problems.base``)
     requires: ClassVar[tuple[type, ...]]
 
+    @classmethod
+    def unmet(cls, problem: Problem) -> str | None:
+        """What this model needs from a problem instance beyond its views (e.g. the UDE: known
+        terms), as a sentence, or ``None`` when ``problem`` has it. Checked with the views, so
+        the problems that fit are found the same way."""
+        return None
+
     def __init__(self, loss_weights: dict[str, float] | None = None) -> None:
         super().__init__()
         self.loss_weights = dict(loss_weights or {})
@@ -56,6 +66,11 @@ class Model(nn.Module):
         """Prediction against the problem's reference, with metrics (the problem's
         ``val_metric`` among them). The trainer validates on ``split="val"``; ``sciml eval``
         scores ``"test"``. Models whose reference is exact may ignore ``split``."""
+
+    def start_phase(self, problem: Problem, name: str) -> None:
+        """Called before the optimiser phase ``name`` starts, also when a run resumes into it.
+        Must be deterministic and idempotent (a resumed run calls it again on the restored
+        weights). Default: nothing."""
 
     def scalars(self) -> dict[str, float]:
         """Values logged with the loss terms at every log step (e.g. learned coefficients)."""

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from ..numerics.autodiff import autograd_derivatives, parse_derivative  # noqa: F401  (re-exported)
 from .taylor import JETS3, TaylorMLP
 
-Activation = Literal["tanh", "sin", "sigmoid", "softplus", "arctan", "elu", "relu", "relu3", "prelu", "identity"]
+Activation = Literal["tanh", "sin", "sigmoid", "softplus", "arctan", "elu", "relu", "relu3", "gaussian", "prelu",
+                     "identity"]
 Init = Literal["xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform", "torch_default"]
 Mode = Literal["autograd", "taylor"]
 #: named derivatives of the network output, each ``[N, out_features]``
@@ -44,6 +45,18 @@ class ReLU3(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(x).pow(3)
+
+
+class Gaussian(nn.Module):
+    """``exp(-x^2)``, the radial basis activation of the UDE networks of Rackauckas et al. (2020)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.exp(-x * x)
+
+
+def _gaussian(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    g = torch.exp(-v * v)
+    return g, -2 * v * g, (4 * v * v - 2) * g
 
 
 def _tanh(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -103,6 +116,7 @@ ACTIVATIONS: dict[str, tuple[type[nn.Module], Callable[[Tensor], tuple[Tensor, T
     "elu": (nn.ELU, _elu),
     "relu": (nn.ReLU, _relu),
     "relu3": (ReLU3, _relu3),
+    "gaussian": (Gaussian, _gaussian),
     "prelu": (nn.PReLU, None),
     "identity": (nn.Identity, _identity),
 }

@@ -8,11 +8,12 @@ requires (``Model.requires``, all of them needed); the check runs on the built p
 data is generated, and the problems that would fit are found by trying the configs, never from a
 table. Adding a view to a problem makes every model that asks for it work there.
 
-Views so far: :class:`PhysicsResidual` (PINN), :class:`EnergyFunctional` (Deep Ritz) and
-:class:`OperatorData` (FNO); the first two share :class:`FieldDomain` (coordinates, domain
-sampling on boxes and other shapes, the reference and exact solution, exact boundary conditions).
-Models to come add theirs here together with the model: trajectories (neural ODE / UDE), a
-differentiable solver (solver-in-the-loop) and an inverse problem (learned reconstruction).
+Views so far: :class:`PhysicsResidual` (PINN), :class:`EnergyFunctional` (Deep Ritz),
+:class:`OperatorData` (FNO) and :class:`Trajectories` (neural ODE, UDE); the first two share
+:class:`FieldDomain` (coordinates, domain sampling on boxes and other shapes, the reference and
+exact solution, exact boundary conditions). Models to come add theirs here together with the
+model: a differentiable solver (solver-in-the-loop) and an inverse problem (learned
+reconstruction).
 
 The validation metric of a problem (:attr:`Problem.val_metric`) comes with its direction
 (:attr:`Problem.val_direction`): relative errors are minimised, PSNR is maximised; ``best.pt``,
@@ -60,7 +61,9 @@ class Evaluation:
 
     ``prediction`` and ``reference`` share a shape whose trailing axes follow ``grid`` (one axis
     per coordinate, in the grid's order); leading axes, if any, are samples and channels.
-    ``metrics`` holds plain floats; ``per_sample`` the relative L2 error of each test sample
+    With one coordinate a trailing axis may hold the components of a state (``[T, S]`` for a
+    trajectory of ``S`` states). ``metrics`` holds plain floats; ``details`` plain values beyond
+    them that ``sciml eval`` records and prints (e.g. a recovered equation); ``per_sample`` the relative L2 error of each test sample
     when there are several; ``per_step``, for outputs that are consecutive snapshots, the mean
     over samples of each snapshot's relative L2 error (how the error grows along a rollout).
     """
@@ -71,6 +74,7 @@ class Evaluation:
     grid: dict[str, Tensor]
     per_sample: Tensor | None = None
     per_step: Tensor | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class Problem(ABC):
@@ -375,7 +379,115 @@ class OperatorData(ABC):
         return tuple(f.unsqueeze(1) if f.ndim == 1 + self.n_dims else f for f in (a, u))
 
 
-VIEWS: tuple[type, ...] = (PhysicsResidual, EnergyFunctional, OperatorData)
+@dataclass(frozen=True)
+class Term:
+    """One term ``sign * coefficient * prod_i u_i ** powers[i]`` of the equation of state ``state``."""
+
+    state: int
+    powers: tuple[int, ...]
+    coefficient: str
+    sign: float = 1.0
+
+
+@dataclass
+class TrajectoryData:
+    """Observed time series and the truth behind them, ``[N, T, S]`` (trajectories, times, states).
+
+    ``observed`` are the noisy measurements at times ``t`` (the fit window; ``observed[:, 0]``
+    is the measured, not the true, initial state); ``truth`` the noise-free states there;
+    ``t_extrapolate`` / ``truth_extrapolate`` the times after the window and the true states at
+    them, for scoring a model outside the data it saw.
+    """
+
+    t: Tensor
+    observed: Tensor
+    truth: Tensor
+    t_extrapolate: Tensor
+    truth_extrapolate: Tensor
+
+
+class Trajectories(ABC):
+    """View for neural differential equations: observed trajectories of an autonomous system
+    ``du/dt = f(u)`` of :attr:`state_names`, their truth, an extrapolation window, and which
+    terms of ``f`` are known (universal differential equations, Rackauckas et al. 2020).
+
+    The right-hand side is described as polynomial :meth:`terms` with named coefficients
+    (:meth:`coefficients`, true values); :attr:`known_terms` names the coefficients whose terms a
+    model is given. :meth:`known_rhs` evaluates those terms with coefficient values a model may
+    learn; :meth:`missing_rhs` is the truth of the rest, which a network learns and symbolic
+    regression recovers (scored against :meth:`missing_polynomial`). A problem whose dynamics
+    are not polynomial overrides the three.
+    """
+
+    state_names: tuple[str, ...]
+    #: coefficients of :meth:`terms` a model is given (the rest it learns)
+    known_terms: tuple[str, ...] = ()
+
+    @abstractmethod
+    def trajectories(self) -> TrajectoryData:
+        """The data, on the problem's device and dtype (cheap to call again: cached)."""
+
+    @abstractmethod
+    def terms(self) -> list[Term]:
+        """Every term of the true right-hand side."""
+
+    @abstractmethod
+    def coefficients(self) -> dict[str, float]:
+        """True value of each coefficient named in :meth:`terms`."""
+
+    def known_rhs(self, u: Tensor, coefficients: Mapping[str, Tensor | float] | None = None) -> Tensor:
+        """The known part of ``du/dt`` at states ``u`` ``[..., S]`` (zero where nothing is known),
+        with ``coefficients`` by name (default: the true ones)."""
+        values = {**self.coefficients(), **(coefficients or {})}
+        return _polynomial(u, [t for t in self.terms() if t.coefficient in self.known_terms], values)
+
+    def missing_rhs(self, u: Tensor) -> Tensor:
+        """The true unknown part of ``du/dt`` at ``u`` ``[..., S]``: what a UDE's network learns."""
+        return _polynomial(u, [t for t in self.terms() if t.coefficient not in self.known_terms],
+                           self.coefficients())
+
+    def missing_polynomial(self) -> dict[tuple[int, tuple[int, ...]], tuple[str, float]]:
+        """The unknown part as ``{(state, powers): (coefficient name, signed value)}``."""
+        values = self.coefficients()
+        return {(t.state, t.powers): (t.coefficient, t.sign * values[t.coefficient])
+                for t in self.terms() if t.coefficient not in self.known_terms}
+
+    def state_bounds(self) -> list[tuple[float, float]]:
+        """``(low, high)`` of each observed state over the fit window: for input scaling."""
+        obs = self.trajectories().observed
+        low, high = obs.amin(dim=(0, 1)), obs.amax(dim=(0, 1))
+        return [(float(lo), float(hi)) for lo, hi in zip(low, high)]
+
+
+def _polynomial(u: Tensor, terms: list[Term], values: Mapping[str, Tensor | float]) -> Tensor:
+    """``sum_k sign_k c_k prod_i u_i ** p_ki`` into each term's state, ``[..., S]``, in a few
+    vectorised operations (it runs at every step of an ODE solver; the constant tensors are
+    cached per device and dtype)."""
+    if not terms:
+        return torch.zeros_like(u)
+    key = (tuple(terms), u.device, u.dtype)
+    cached = _TERM_CACHE.get(key)
+    if cached is None:
+        factory = {"dtype": u.dtype, "device": u.device}
+        into = torch.zeros(len(terms), u.shape[-1], **factory)
+        into[torch.arange(len(terms)), torch.tensor([t.state for t in terms])] = 1.0
+        cached = (torch.tensor([t.powers for t in terms], **factory),
+                  torch.tensor([t.sign for t in terms], **factory), into)
+        _TERM_CACHE[key] = cached
+    powers, signs, into = cached
+    coefs = [values[t.coefficient] for t in terms]
+    if any(isinstance(c, Tensor) for c in coefs):
+        c = torch.stack([v.to(u.dtype) if isinstance(v, Tensor) else u.new_tensor(v) for v in coefs]) * signs
+    else:
+        c = signs * u.new_tensor(coefs)
+    monomials = torch.prod(u.unsqueeze(-2) ** powers, dim=-1)  # [..., K]
+    return (monomials * c) @ into
+
+
+_TERM_CACHE: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+
+
+VIEWS: tuple[type, ...] = (PhysicsResidual, EnergyFunctional, OperatorData, Trajectories)
 
 
 def view_name(view: type) -> str:

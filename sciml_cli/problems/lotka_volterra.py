@@ -1,13 +1,19 @@
 """Lotka–Volterra predator–prey system, the first example of universal differential equations.
 
-    x' = alpha x - beta x y,      y' = gamma x y - delta y,       x, y > 0,
+    x' = alpha x - beta x y,      y' = gamma x y - delta y,       x, y > 0.
 
-with the parameters, initial state, time span and noise model of Rackauckas et al. (2020),
-"Universal Differential Equations for Scientific Machine Learning": alpha = 1.3, beta = 0.9,
-gamma = 0.8, delta = 1.8, u0 = (0.44249296, 4.6280594), t in [0, 3] sampled every 0.1 and
-Gaussian noise with a standard deviation of 5 % of each state's mean over the trajectory. In that
-experiment the linear terms ``alpha x`` and ``-delta y`` are known and a network learns the
-interaction terms, so this class exposes them separately (:meth:`linear_terms`,
+Two setups (``setup=``), each the default of every value it sets:
+
+- ``ude_paper``: Rackauckas et al. (2020), "Universal Differential Equations for Scientific
+  Machine Learning", scenario 1: alpha, beta, gamma, delta = 1.3, 0.9, 0.8, 1.8,
+  u0 = (0.44249296, 4.6280594), t in [0, 3] sampled every 0.1, Gaussian noise with a standard
+  deviation of 5 % of each state's mean; about half a period (5.47), extrapolated to t = 6.
+- ``course``: the textbook parameters alpha, beta, gamma, delta = 1.1, 0.4, 0.1, 0.4 from
+  x0 = y0 = 10; t in [0, 20] sampled every 0.25 covers 1.4 periods (14.34), with the same 5 %
+  noise, extrapolated over one more window to t = 40.
+
+In both, the linear terms ``alpha x`` and ``-delta y`` are known (``known_terms``) and a network
+learns the interaction terms (the trajectories view; also :meth:`linear_terms`,
 :meth:`interaction_terms`).
 
 The system has no closed-form solution but conserves
@@ -21,24 +27,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
 from .. import progress
-from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
-from .base import Problem, Solution
+from ..constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from .base import Problem, Solution, Term, Trajectories, TrajectoryData
+
+COEFFICIENTS = ("alpha", "beta", "gamma", "delta")
+#: what each setup sets (every value stays overridable)
+SETUPS: dict[str, dict] = {
+    "ude_paper": {"alpha": 1.3, "beta": 0.9, "gamma": 0.8, "delta": 1.8, "u0": (0.44249296, 4.6280594),
+                  "t_end": 3.0, "n_times": 31, "noise": 0.05, "t_extrapolate": 6.0},
+    "course": {"alpha": 1.1, "beta": 0.4, "gamma": 0.1, "delta": 0.4, "u0": (10.0, 10.0),
+               "t_end": 20.0, "n_times": 81, "noise": 0.05, "t_extrapolate": 40.0},
+}
 
 
-class LotkaVolterra(Problem):
+class LotkaVolterra(Problem, Trajectories):
     """Predator–prey dynamics; trajectories from one or many initial states.
 
     Parameters
     ----------
+    setup
+        ``ude_paper`` or ``course`` (see the module): the default of every argument left ``None``.
     alpha, beta, gamma, delta
         Prey growth, predation, predator growth per prey, predator death rates (1 / time).
-        Defaults from Rackauckas et al. (2020).
     u0
         Initial state ``(x, y)`` used when one trajectory is asked for (``n_samples=1``).
     t_end
@@ -48,6 +65,14 @@ class LotkaVolterra(Problem):
     noise
         Standard deviation of the additive Gaussian noise as a fraction of each state's mean
         over its trajectory (0.05 in the paper).
+    t_extrapolate
+        End of the extrapolation window ``(t_end, t_extrapolate]`` over which models are scored
+        outside their data, sampled at the data's step.
+    known_terms
+        Coefficients whose terms a UDE is given (default ``alpha`` and ``delta``, the linear
+        terms); the others it learns.
+    noise_seed
+        Seed of the noise of the observed trajectory (the trajectories view).
     u0_low, u0_high
         Box ``[low, high]`` per state from which initial states are drawn uniformly when
         ``n_samples > 1``. It surrounds the equilibrium ``(delta/gamma, alpha/beta)``.
@@ -56,25 +81,47 @@ class LotkaVolterra(Problem):
         they are raised to ``100 eps`` because tighter ones cannot be met in that precision.
     """
 
+    state_names = ("x", "y")
+
     def __init__(
         self,
-        alpha: PositiveFloat = 1.3,
-        beta: PositiveFloat = 0.9,
-        gamma: PositiveFloat = 0.8,
-        delta: PositiveFloat = 1.8,
-        u0: Sequence[float] = (0.44249296, 4.6280594),
-        t_end: PositiveFloat = 3.0,
-        n_times: PositiveInt = 31,
-        noise: NonNegativeFloat = 0.05,
+        setup: Literal["ude_paper", "course"] = "ude_paper",
+        alpha: PositiveFloat | None = None,
+        beta: PositiveFloat | None = None,
+        gamma: PositiveFloat | None = None,
+        delta: PositiveFloat | None = None,
+        u0: Sequence[float] | None = None,
+        t_end: PositiveFloat | None = None,
+        n_times: PositiveInt | None = None,
+        noise: NonNegativeFloat | None = None,
+        t_extrapolate: PositiveFloat | None = None,
+        known_terms: Sequence[str] = ("alpha", "delta"),
+        noise_seed: NonNegativeInt = 0,
         u0_low: Sequence[float] = (0.5, 0.5),
         u0_high: Sequence[float] = (4.0, 5.0),
         rtol: PositiveFloat = 1e-10,
         atol: PositiveFloat = 1e-10,
     ) -> None:
         super().__init__()
-        self.alpha, self.beta = float(alpha), float(beta)
-        self.gamma, self.delta = float(gamma), float(delta)
-        self.u0 = _pair("u0", u0)
+        if setup not in SETUPS:
+            raise ValueError(f"setup: {setup!r} is not one of {', '.join(SETUPS)}")
+        given = {"alpha": alpha, "beta": beta, "gamma": gamma, "delta": delta, "u0": u0, "t_end": t_end,
+                 "n_times": n_times, "noise": noise, "t_extrapolate": t_extrapolate}
+        v = {k: SETUPS[setup][k] if x is None else x for k, x in given.items()}
+        self.setup = setup
+        self.alpha, self.beta = float(v["alpha"]), float(v["beta"])
+        self.gamma, self.delta = float(v["gamma"]), float(v["delta"])
+        self.u0 = _pair("u0", v["u0"])
+        t_end, n_times, noise = v["t_end"], v["n_times"], v["noise"]
+        self.t_extrapolate = float(v["t_extrapolate"])
+        if self.t_extrapolate <= float(t_end):
+            raise ValueError(f"t_extrapolate: must exceed t_end = {t_end}, got {self.t_extrapolate}")
+        unknown = [k for k in known_terms if k not in COEFFICIENTS]
+        if unknown:
+            raise ValueError(f"known_terms: {unknown[0]!r} is not one of {', '.join(COEFFICIENTS)}")
+        self.known_terms = tuple(known_terms)
+        self.noise_seed = int(noise_seed)
+        self._data: tuple | None = None
         self.u0_low, self.u0_high = _pair("u0_low", u0_low), _pair("u0_high", u0_high)
         if any(lo >= hi for lo, hi in zip(self.u0_low, self.u0_high)):
             raise ValueError(f"u0_high: must exceed u0_low in each state, got {self.u0_low} and {self.u0_high}")
@@ -105,6 +152,49 @@ class LotkaVolterra(Problem):
         """The conserved quantity ``V = gamma x - delta ln x + beta y - alpha ln y``, ``[...]``."""
         x, y = u[..., 0], u[..., 1]
         return self.gamma * x - self.delta * torch.log(x) + self.beta * y - self.alpha * torch.log(y)
+
+    # -- trajectories view ------------------------------------------------------------------------
+    def terms(self) -> list[Term]:
+        return [Term(0, (1, 0), "alpha"), Term(0, (1, 1), "beta", -1.0),
+                Term(1, (1, 1), "gamma"), Term(1, (0, 1), "delta", -1.0)]
+
+    def coefficients(self) -> dict[str, float]:
+        return self.params
+
+    def trajectories(self) -> TrajectoryData:
+        """The one trajectory from ``u0``: ``n_times`` noisy samples on ``[0, t_end]`` (noise
+        scaled by each state's mean there, drawn from ``noise_seed``), then the truth at the same
+        step up to ``t_extrapolate``. Integrated in float64, then cast."""
+        key = (self.device, self.dtype)
+        if self._data is None or self._data[0] != key:
+            dt = self.t_end / (self.n_times - 1)
+            n_extra = max(1, round((self.t_extrapolate - self.t_end) / dt))
+            t = torch.arange(self.n_times + n_extra, dtype=torch.float64) * dt
+            saved = self.device, self.dtype
+            self.device, self.dtype = torch.device("cpu"), torch.float64
+            try:
+                u, _ = self.integrate(torch.tensor([self.u0], dtype=torch.float64), t)
+            finally:
+                self.device, self.dtype = saved
+            fit = u[:, : self.n_times]
+            gen = torch.Generator().manual_seed(self.noise_seed)
+            eps = torch.randn(fit.shape, generator=gen, dtype=torch.float64)
+            observed = fit + self.noise * fit.mean(dim=1, keepdim=True) * eps
+            cast = {"device": self.device, "dtype": self.dtype}
+            self._data = (key, TrajectoryData(
+                t=t[: self.n_times].to(**cast), observed=observed.to(**cast), truth=fit.to(**cast),
+                t_extrapolate=t[self.n_times:].to(**cast), truth_extrapolate=u[:, self.n_times:].to(**cast)))
+        return self._data[1]
+
+    def baselines(self) -> dict[str, float]:
+        """``noisy_data_rel_l2``: the observations against the truth (what a fit must denoise
+        below); ``constant_extrapolation_rel_l2``: the last observation held over the
+        extrapolation window."""
+        d = self.trajectories()
+        rel = lambda a, b: (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()  # noqa: E731
+        held = d.observed[:, -1:].expand_as(d.truth_extrapolate)
+        return {"noisy_data_rel_l2": rel(d.observed, d.truth),
+                "constant_extrapolation_rel_l2": rel(held, d.truth_extrapolate)}
 
     # -- reference solver ------------------------------------------------------------------------------
     def times(self, n_times: int | None = None) -> Tensor:

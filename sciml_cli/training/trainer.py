@@ -204,7 +204,8 @@ class Trainer:
                 for index in range(self.phase_index, len(self.phases)):
                     self.phase_index = index
                     phase = self.phases[index]
-                    self.optimizer = phase.optimizer(model.parameters())
+                    model.start_phase(problem, phase.name)
+                    self.optimizer = phase.optimizer([p for p in model.parameters() if p.requires_grad])
                     self.scheduler = phase.scheduler(self.optimizer) if phase.scheduler else None
                     if pending_optim is not None:
                         self.optimizer.load_state_dict(pending_optim["optimizer"])
