@@ -46,7 +46,7 @@ def test_train_help_shows_groups_and_options(sciml):
     proc = sciml("train", "--help")
     assert proc.returncode == 0
     assert "== Configuration groups ==" in proc.stdout
-    assert "optim: adam, adam_cosine, adam_lbfgs, lbfgs, sgd" in proc.stdout
+    assert "optim: adam, adam_cosine, adam_lbfgs, lbfgs, sgd, ude" in proc.stdout
     assert "experiment: " in proc.stdout and "pinn_heat" in proc.stdout
 
 
@@ -68,14 +68,14 @@ def test_shell_completion_completes_groups_through_the_dispatcher(sciml):
 @pytest.mark.parametrize(
     "override, key, hint",
     [
-        ("model=nope", "model", "valid: drm, fno, pinn"),
-        ("optim=nope", "optim", "adam, adam_cosine, adam_lbfgs, lbfgs, sgd"),
+        ("model=nope", "model", "valid: drm, fno, neural_ode, pinn, ude"),
+        ("optim=nope", "optim", "adam, adam_cosine, adam_lbfgs, lbfgs, sgd, ude"),
         ("optim.lr=-0.1", "optim.lr", "> 0"),
         ("optim.lr=fast", "optim.lr", "> 0"),
         ("optim.steps=0", "optim.steps", "> 0"),
         ("model.width=wide", "model.width", "integer"),
         ("model.depth=-2", "model.depth", "> 0"),
-        ("model.activation=swish", "model.activation", "tanh, sin, sigmoid, softplus, arctan, elu, relu, relu3, prelu, identity"),
+        ("model.activation=swish", "model.activation", "tanh, sin, sigmoid, softplus, arctan, elu, relu, relu3, gaussian, prelu, identity"),
         ("model.learn={nu:0.0} model.n_observations=10", "model.learn", "no coefficient 'nu' (coefficients: kappa)"),
         ("model.hard_constraints=true problem=burgers problem.setup=fno", "problem", "offers operator data"),
         ("model.widht=3", "model.widht", "valid: width, depth"),

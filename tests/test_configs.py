@@ -8,7 +8,13 @@ from omegaconf import OmegaConf
 from sciml_cli import config
 from sciml_cli.commands import _fitting_problems, check_compatible, compose
 from sciml_cli.errors import ConfigError
-from sciml_cli.problems.base import EnergyFunctional, OperatorData, PhysicsResidual, Problem
+from sciml_cli.problems.base import (
+    EnergyFunctional,
+    OperatorData,
+    PhysicsResidual,
+    Problem,
+    Trajectories,
+)
 from sciml_cli.problems.burgers import Burgers
 
 GROUPS = ("model", "problem", "optim", "trainer", "experiment")
@@ -71,6 +77,7 @@ def test_problems_that_fit_are_derived_from_the_configs_including_their_setups()
     assert _fitting_problems(cfg, (PhysicsResidual,)) == ["burgers problem.setup=raissi", "heat", "poisson"]
     assert _fitting_problems(cfg, (EnergyFunctional,)) == ["poisson"]
     assert _fitting_problems(cfg, (OperatorData,)) == ["burgers", "heat2d", "navier_stokes"]
+    assert _fitting_problems(cfg, (Trajectories,)) == ["lotka_volterra"]
     assert _fitting_problems(cfg, (PhysicsResidual, OperatorData)) == []  # all views required
 
 

@@ -60,3 +60,29 @@ def test_inverse_preset_recovers_the_coefficients(sciml, preset, extra, run_name
     metrics = json.loads((only_run_dir(sciml.cwd / "outputs" / "train" / run_name) / "metrics.json").read_text())
     errors = {k: v for k, v in metrics.items() if k.startswith("val/coef_rel_err/")}
     assert errors and all(v <= target for v in errors.values()), errors
+
+
+#: UDE presets: every missing term's coefficient within 5 %, no spurious term above 1 % of the
+#: largest, and the recovered equation within 5 % rel-L2 over the extrapolation window
+UDE_PRESETS = ["ude_lotka_volterra", "ude_lotka_volterra_course"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", UDE_PRESETS)
+def test_ude_preset_recovers_the_equation(sciml, preset):
+    proc = sciml("train", f"experiment={preset}", "trainer.callbacks.progress=null", timeout=3600)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((only_run_dir(sciml.cwd / "outputs" / "train" / "lotka_volterra-ude") / "metrics.json").read_text())
+    assert m["val/coef_rel_error/beta"] <= 0.05 and m["val/coef_rel_error/gamma"] <= 0.05
+    assert m["val/spurious_ratio"] <= 0.01
+    assert m["val/rel_l2_extrapolation"] <= 0.05
+
+
+@pytest.mark.slow
+def test_node_preset_fits_below_the_noise(sciml):
+    from sciml_cli.problems.lotka_volterra import LotkaVolterra
+
+    proc = sciml("train", "experiment=node_lotka_volterra", "trainer.callbacks.progress=null", timeout=3600)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((only_run_dir(sciml.cwd / "outputs" / "train" / "lotka_volterra-neural_ode") / "metrics.json").read_text())
+    assert m["val/rel_l2"] < LotkaVolterra().baselines()["noisy_data_rel_l2"]

@@ -141,7 +141,7 @@ def check_compatible(cfg: DictConfig) -> None:
         if reason is None:
             config.instantiate(cfg.model, problem=problem)  # the model's own checks, before any work
             return
-        raise ConfigError("problem", f"{model_cls.__name__}: {reason}. Problems that fit",
+        raise ConfigError("problem", f"{model_cls.__name__} {reason}. Problems that fit",
                           _fitting_problems(cfg, requires, model_cls))
     names = " and ".join(f"the {view_name(v)} view" for v in requires)
     offered = ", ".join(view_name(v) for v in problem.views()) or "no view"

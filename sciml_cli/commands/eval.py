@@ -81,6 +81,8 @@ def task(cfg: DictConfig) -> dict:
         result["per_sample_rel_l2"] = evaluation.per_sample.detach().cpu().tolist()
     if evaluation.per_step is not None:
         result["per_step_rel_l2"] = evaluation.per_step.detach().cpu().tolist()
+    if evaluation.details:
+        result["details"] = evaluation.details
     # the model says what to draw: what its evaluation means is its own business
     pngs = [plotting.save(fig, run / "plots" / (f"{name}_{key}.png" if key else f"{name}.png"))
             for key, fig in model.figures(problem, evaluation, title).items()]
@@ -104,6 +106,8 @@ def task(cfg: DictConfig) -> dict:
         for r, m in sweep.items():
             res_table.add_row(str(r), *(f"{m[k]:.4e}" for k in keys))
         console.print(res_table)
+    for line in evaluation.details.get("equation", []):
+        print(line)
     print(f"wrote {run / 'eval.json'}, " + ", ".join(str(p) for p in pngs))
     return result
 

@@ -136,10 +136,9 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
         rundir.write_json(run_dir / "run.json", {**info, "status": status, "error": str(err),
                                                  "wall_time_s": round(trainer.elapsed, 3)})
         raise
-    if trainer.last_eval is not None:
-        ev = trainer.last_eval
-        plotting.save(plotting.comparison_figure(ev.grid, ev.prediction, ev.reference,
-                                                 title=f"step {trainer.step}"), run_dir / "plots" / "prediction.png")
+    if trainer.last_eval is not None:  # the model's own figures of its last validation
+        for key, fig in model.figures(problem, trainer.last_eval, f"step {trainer.step}").items():
+            plotting.save(fig, run_dir / "plots" / (f"prediction_{key}.png" if key else "prediction.png"))
     plotting.save(plotting.loss_figure(trainer.history), run_dir / "plots" / "loss.png")
     metrics = {"status": "finished", "val_metric": problem.val_metric, "val_direction": problem.val_direction, **summary}
     rundir.write_json(run_dir / "metrics.json", metrics)

@@ -43,7 +43,8 @@ class Model(nn.Module):
     @classmethod
     def unmet(cls, problem: Problem) -> str | None:
         """What this model needs from a problem instance beyond its views (e.g. the UDE: known
-        terms), as a sentence, or ``None`` when ``problem`` has it. Checked with the views, so
+        terms), as a phrase following the model's name ("needs ..."), or ``None`` when
+        ``problem`` has it. Checked with the views, so
         the problems that fit are found the same way."""
         return None
 

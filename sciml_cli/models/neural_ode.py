@@ -176,7 +176,7 @@ class NeuralODE(Model):
 
 def _uniform(t: Tensor) -> bool:
     dt = t.diff()
-    return bool((dt - dt[0]).abs().max() <= 1e-6 * dt[0].abs()) if dt.numel() else True
+    return bool((dt - dt[0]).abs().max() <= 1e-4 * dt[0].abs()) if dt.numel() else True
 
 
 def _rel(a: Tensor, b: Tensor) -> float:

@@ -79,7 +79,7 @@ class UDE(NeuralODE):
         sindy_phase: str | None = "refit",
         sindy_degree: PositiveInt = 3,
         sindy_threshold: NonNegativeFloat = 0.1,
-        sindy_ridge: NonNegativeFloat = 0.05,
+        sindy_ridge: NonNegativeFloat = 1e-3,
         sindy_samples: PositiveInt = 10,
         sindy_points: NonNegativeInt = 0,
         loss_weights: dict[str, float] | None = None,
@@ -105,8 +105,7 @@ class UDE(NeuralODE):
     @classmethod
     def unmet(cls, problem: Trajectories) -> str | None:
         if not getattr(problem, "known_terms", ()):
-            return (f"a UDE needs known terms of the dynamics and this {type(problem).__name__} has none "
-                    "(problem.known_terms)")
+            return f"needs known terms of the dynamics; this {type(problem).__name__} has none (problem.known_terms)"
         return None
 
     # -- dynamics ---------------------------------------------------------------------------------
