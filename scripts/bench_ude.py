@@ -7,7 +7,8 @@ wall time, rel-L2 against the truth in the window and on the extrapolation windo
 equation, the relative error of beta and gamma, and the largest spurious coefficient relative to
 the largest. Then the trainer's overhead: seconds per Adam iteration of the neural ODE through
 the trainer against a bare loop (torchdiffeq's ``odeint`` on the same network and data, Adam),
-interleaved, median of ``--repeats``. And one figure of data, truth, neural ODE, UDE networks and
+interleaved, median of ``--repeats``, with fixed-step RK4 (an adaptive solver's step count
+would differ between the two as their iterates drift apart). And one figure of data, truth, neural ODE, UDE networks and
 recovered equation on the UDE paper's setup (seed 0).
 
     python scripts/bench_ude.py [--seeds 0 1 2] [--json out.json] [--figure ude.png]
@@ -60,7 +61,8 @@ def overhead(steps: int, repeats: int) -> dict:
     from sciml_cli.training import Phase, Trainer
 
     torch.set_num_threads(1)
-    kw = {"width": 32, "depth": 2, "rtol": 1e-4, "atol": 1e-6}
+    # a fixed-step method: both loops then evaluate the network equally often at every iteration
+    kw = {"width": 32, "depth": 2, "method": "rk4", "step_size": 0.1}
 
     def bare() -> float:
         torch.manual_seed(0)
@@ -72,7 +74,7 @@ def overhead(steps: int, repeats: int) -> dict:
         start = time.perf_counter()
         for _ in range(steps):
             opt.zero_grad()
-            u = odeint(f, model.u0, data.t, rtol=1e-4, atol=1e-6, method="dopri5").transpose(0, 1)
+            u = odeint(f, model.u0, data.t, method="rk4", options={"step_size": 0.1}).transpose(0, 1)
             ((u - data.observed) / model.state_scale).pow(2).mean().backward()
             opt.step()
         return (time.perf_counter() - start) / steps

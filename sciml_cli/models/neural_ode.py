@@ -31,6 +31,8 @@ from .base import Model
 log = logging.getLogger(__name__)
 #: adaptive solvers give up after this many steps (a diverging trajectory), instead of hanging
 MAX_STEPS = 20_000
+#: the loss of a trajectory the solver could not finish
+DIVERGED = 1e10
 
 
 class NeuralODE(Model):
@@ -125,8 +127,8 @@ class NeuralODE(Model):
                          max_steps=MAX_STEPS).transpose(0, 1)
 
     def _safe_trajectory(self, u0: Tensor, t: Tensor, f=None) -> Tensor:
-        """The trajectory, or NaN where the solver gave up (a diverging or stiff candidate: the
-        trainer then stops on a non-finite loss, and validation scores it as worst)."""
+        """The trajectory, or NaN where the solver gave up (a diverging or stiff candidate; the
+        loss is then :data:`DIVERGED` and validation scores it as worst)."""
         try:
             return self._integrate(f or self.rhs, u0, t)
         except AssertionError as err:  # torchdiffeq's "underflow in dt", "max_num_steps exceeded"
@@ -152,6 +154,11 @@ class NeuralODE(Model):
             pred = self._safe_trajectory(self.u0, t)
         else:
             pred = self._safe_trajectory(target[:, 0], t[: target.shape[1]] - t[0])
+        if not torch.isfinite(pred).all():
+            # a point where the solver gave up, as L-BFGS line searches probe: a loss above any
+            # trajectory's, without gradient, so the search steps back instead of the run stopping
+            anchor = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+            return {"data": anchor + DIVERGED}
         return {"data": ((pred - target) / self.state_scale).pow(2).mean()}
 
     # -- evaluation -------------------------------------------------------------------------------

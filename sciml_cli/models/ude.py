@@ -177,7 +177,15 @@ class UDE(NeuralODE):
             self.xi.copy_(torch.as_tensor(xi, dtype=self.xi.dtype))
             self.mask.copy_(torch.as_tensor(xi != 0))
             self.recovered.fill_(True)
-        log.info("symbolic regression: %s", "; ".join(self.equation(problem)))
+            text = "; ".join(self.equation(problem))
+            # the refit starts from the model's initial state: an equation that diverges there
+            # cannot be refit
+            if not torch.isfinite(self._safe_trajectory(self.u0, data.t)).all():
+                self.recovered.fill_(False)
+                log.warning("symbolic regression: the recovered equation (%s) diverges on the data window; "
+                            "keeping the networks (try another model.sindy_threshold or sindy_degree)", text)
+                return False
+        log.info("symbolic regression: %s", text)
         return True
 
     # -- reading the result -----------------------------------------------------------------------

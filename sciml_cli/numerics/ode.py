@@ -51,16 +51,15 @@ def integrate(f: Callable[[Tensor], Tensor], u0: Tensor, t: Tensor, method: str 
         options = {"step_size": step_size}
     else:
         options = {} if max_steps is None else {"max_num_steps": max_steps}
-    rhs = _Autonomous(f)
     if adjoint:
         params = tuple(p for p in params if p.requires_grad)
-        return odeint_adjoint(rhs, u0, t, rtol=rtol, atol=atol, method=method, options=options,
+        return odeint_adjoint(_Autonomous(f), u0, t, rtol=rtol, atol=atol, method=method, options=options,
                               adjoint_params=params)
-    return odeint(rhs, u0, t, rtol=rtol, atol=atol, method=method, options=options)
+    return odeint(lambda _, u: f(u), u0, t, rtol=rtol, atol=atol, method=method, options=options)
 
 
 class _Autonomous(torch.nn.Module):
-    """``(t, u) -> f(u)`` as torchdiffeq calls it (a module, so the adjoint can wrap it)."""
+    """``(t, u) -> f(u)`` as a module, which the adjoint method wraps."""
 
     def __init__(self, f: Callable[[Tensor], Tensor]) -> None:
         super().__init__()
