@@ -235,3 +235,23 @@ def test_segments_are_a_pure_function_of_step_and_seed():
     assert torch.equal(a["target"], b["target"]) and not torch.equal(a["target"], c["target"])
     assert a["target"].shape == (4, 5, 2)
     assert "whole" in m.batch(p, 10, 0) and m.batch(p, 10, 0)["target"].shape == (1, 31, 2)
+
+
+def test_resume_inside_the_refit_phase_is_bit_identical(tmp_path):
+    """The recovered equation, the frozen network and the L-BFGS state come back from a checkpoint
+    taken in the refit phase: the resumed run ends exactly where an uninterrupted one does."""
+    common = ["experiment=ude_lotka_volterra", "optim.steps=60", "trainer.callbacks.progress=null",
+              "trainer.callbacks.tensorboard=null", "trainer.val_every=10", "trainer.checkpoint_every=10"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert _sciml("train", *common, "optim.refit_steps=8", f"paths.outputs={whole}", cwd=tmp_path).returncode == 0
+    assert _sciml("train", *common, "optim.refit_steps=4", f"paths.outputs={parts}", cwd=tmp_path).returncode == 0
+    run = next((parts / "train" / "lotka_volterra-ude").iterdir())
+    r = _sciml("train", "experiment=ude_lotka_volterra", f"resume={run}", "optim.refit_steps=8",
+               f"paths.outputs={parts}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    a = torch.load(next((whole / "train" / "lotka_volterra-ude").iterdir()) / "checkpoints" / "last.pt",
+                   weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 68
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k

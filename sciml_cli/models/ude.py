@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 from typing import Any
 
 import torch
@@ -167,7 +168,9 @@ class UDE(NeuralODE):
             known = {t.powers for t in problem.terms() if t.state == i and t.coefficient in problem.known_terms}
             keep = np.array([tuple(p) not in known for p in self.powers.tolist()])
             opt = ps.STLSQ(threshold=self.sindy_threshold, alpha=self.sindy_ridge, normalize_columns=False)
-            opt.fit(theta[:, keep] / col[keep], target[:, i] / row[i])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "eliminated all coefficients": said below
+                opt.fit(theta[:, keep] / col[keep], target[:, i] / row[i])
             xi[i, keep] = opt.coef_.reshape(-1) * row[i] / col[keep]
         if not np.any(xi):
             log.warning("symbolic regression: threshold %g removes every term; keeping the networks "
