@@ -119,9 +119,7 @@ def figure(rows: list[dict], path: Path) -> None:
     _, problem, m_node, _ = restore(Path(node["run"]) / "checkpoints" / "last.pt", "cpu")
     _, _, m_ude, _ = restore(Path(ude["run"]) / "checkpoints" / "last.pt", "cpu")
     with torch.no_grad():
-        curves = {"neural ODE": m_node.evaluate(problem).prediction}
-        m_ude.evaluate(problem)
-        curves.update(m_ude._curves)
+        curves = {"neural ODE": m_node.evaluate(problem).prediction, **m_ude.curves(problem)}
     plotting.save(plotting.trajectory_figure(problem.trajectories(), curves, problem.state_names,
                                              "Lotka-Volterra (UDE paper setup, seed 0)"), path)
 

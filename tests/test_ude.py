@@ -249,8 +249,8 @@ def test_resume_inside_the_refit_phase_is_bit_identical(tmp_path):
     r = _sciml("train", "experiment=ude_lotka_volterra", f"resume={run}", "optim.refit_steps=8",
                f"paths.outputs={parts}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    a = torch.load(next((whole / "train" / "lotka_volterra-ude").iterdir()) / "checkpoints" / "last.pt",
-                   weights_only=True)
+    first = next((whole / "train" / "lotka_volterra-ude").iterdir()) / "checkpoints" / "last.pt"
+    a = torch.load(first, weights_only=True)
     b = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 68
     for k, v in a["model"].items():

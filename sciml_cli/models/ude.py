@@ -246,21 +246,14 @@ class UDE(NeuralODE):
         spurious coefficient relative to the largest coefficient (``spurious_ratio``)."""
         with torch.no_grad():
             data = problem.trajectories()
-            t = torch.cat([data.t, data.t_extrapolate])
-            pred = self._safe_trajectory(self.u0, t)
+            curves = self.curves(problem)
+            pred = curves["recovered equation" if bool(self.recovered) else "UDE (networks)"].unsqueeze(0)
             metrics, reference = _scores(pred, data)
-            curves = {}
             if bool(self.recovered):
-                net = self._safe_trajectory(self.u0, t, self._network_rhs)
-                scores, _ = _scores(net, data)
+                scores, _ = _scores(curves["UDE (networks)"].unsqueeze(0), data)
                 metrics.update({f"network_{k}": v for k, v in scores.items() if k != "rel_l2_data"})
-                curves["UDE (networks)"] = net[0]
-                curves["recovered equation"] = pred[0]
-            else:
-                curves["UDE (networks)"] = pred[0]
-            truth = torch.cat([data.truth, data.truth_extrapolate], dim=1)[0]
-            n = data.t.numel()
-            metrics["term_rel_l2"] = _rel(self.network_term(truth[:n]), problem.missing_rhs(truth[:n]))
+            truth = data.truth[0]
+            metrics["term_rel_l2"] = _rel(self.network_term(truth), problem.missing_rhs(truth))
             details: dict[str, Any] = {"equation": self.equation(problem)}
             if bool(self.recovered):
                 rows = self.coefficient_report(problem)
@@ -271,19 +264,28 @@ class UDE(NeuralODE):
                 recovered = [abs(r["recovered"]) for r in rows if r["term"] is not None]
                 spurious = [abs(r["recovered"]) for r in rows if r["term"] is not None and r["coefficient"] is None]
                 metrics["spurious_ratio"] = max(spurious, default=0.0) / max(max(recovered), 1e-300)
-        evaluation = Evaluation(metrics, pred[0], reference[0], {"t": t}, details=details)
-        self._curves = curves
-        return evaluation
+        t = torch.cat([data.t, data.t_extrapolate])
+        return Evaluation(metrics, pred[0], reference[0], {"t": t}, details=details)
+
+    def curves(self, problem: Trajectories) -> dict[str, Tensor]:
+        """Trajectories ``[T + T2, S]`` over both windows from the learned initial state: the UDE
+        with its networks and, once recovered, the equation."""
+        data = problem.trajectories()
+        t = torch.cat([data.t, data.t_extrapolate])
+        with torch.no_grad():
+            out = {"UDE (networks)": self._safe_trajectory(self.u0, t, self._network_rhs)[0]}
+            if bool(self.recovered):
+                out["recovered equation"] = self._safe_trajectory(self.u0, t)[0]
+        return out
 
     def figures(self, problem: Trajectories, evaluation: Evaluation, title: str) -> dict[str, Any]:
         from .. import plotting
 
         data = problem.trajectories()
-        curves = getattr(self, "_curves", None) or {"UDE": evaluation.prediction}
         truth = data.truth[0]
         with torch.no_grad():
             learned, true = self.network_term(truth), problem.missing_rhs(truth)
-        return {"": plotting.trajectory_figure(data, curves, self.state_names, title),
+        return {"": plotting.trajectory_figure(data, self.curves(problem), self.state_names, title),
                 "term": plotting.term_figure(data.t, learned, true, self.state_names,
                                              f"{title}: the network's term")}
 
