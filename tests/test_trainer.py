@@ -193,7 +193,7 @@ def test_sigterm_from_outside_leaves_a_resumable_checkpoint(tmp_path):
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
 
     resumed = run_sciml("train", *args, "resume=auto", cwd=tmp_path, check=True)
-    assert "resuming" in resumed.stdout
+    assert "resuming" in resumed.stderr
     assert only_run_dir(base) == run  # continued in place
     run_sciml("train", *args, "paths.outputs=whole", cwd=tmp_path, check=True)
     whole = only_run_dir(tmp_path / "whole" / "train" / "heat-pinn")

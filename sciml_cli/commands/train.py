@@ -114,7 +114,7 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
         config.check(cfg)
         (run_dir / ".hydra").mkdir(exist_ok=True)
         (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        print(f"resuming {run_dir} from {ckpt} (step {resume_state['step']})")
+        print(f"resuming {run_dir} from {ckpt} (step {resume_state['step']})", file=sys.stderr)
 
     # before instantiating: Hydra resolves the nodes an interpolation points to in place
     # (trainer.phases -> optim.phases), which would freeze e.g. a phase's ${optim.steps}
@@ -157,7 +157,14 @@ def task(cfg: DictConfig) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         metrics = _train(cfg, run_dir, list(hc.overrides.task))
-        return metrics.get(f"val/{metrics['val_metric']}")
+        key = f"val/{metrics['val_metric']}"
+        value = metrics.get(key)
+        name = f"{hc.runtime.choices.problem}-{hc.runtime.choices.model}"
+        # the one line a script reads, in quiet mode too (quiet means no progress bar)
+        print(f"sciml train: finished {name} in {metrics['wall_time_s']:.0f} s, {key} "
+              f"{value:.2e}, run {run_dir}" if value is not None else
+              f"sciml train: finished {name} in {metrics['wall_time_s']:.0f} s, run {run_dir}", flush=True)
+        return value
     except SciMLError as err:
         if isinstance(err, ConfigError) and cfg.resume is None and not (run_dir / "checkpoints").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing that looks like a result
