@@ -161,9 +161,8 @@ def task(cfg: DictConfig) -> float | None:
         value = metrics.get(key)
         name = f"{hc.runtime.choices.problem}-{hc.runtime.choices.model}"
         # the one line a script reads, in quiet mode too (quiet means no progress bar)
-        print(f"sciml train: finished {name} in {metrics['wall_time_s']:.0f} s, {key} "
-              f"{value:.2e}, run {run_dir}" if value is not None else
-              f"sciml train: finished {name} in {metrics['wall_time_s']:.0f} s, run {run_dir}", flush=True)
+        score = f", {key} {value:.2e}" if value is not None else ""
+        print(f"sciml train: finished {name} in {metrics['wall_time_s']:.0f} s{score}, run {run_dir}", flush=True)
         return value
     except SciMLError as err:
         if isinstance(err, ConfigError) and cfg.resume is None and not (run_dir / "checkpoints").exists():

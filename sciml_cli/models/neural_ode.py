@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ..constraints import NonNegativeInt, PositiveFloat, PositiveInt
 from ..nn import MLP
 from ..nn.mlp import Activation, Init
+from ..numerics.metrics import error_metrics
 from ..numerics.ode import Method, check_solver, integrate
 from ..problems.base import Evaluation, Trajectories
 from .base import Model
@@ -187,7 +188,7 @@ def _uniform(t: Tensor) -> bool:
 
 
 def _rel(a: Tensor, b: Tensor) -> float:
-    return (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()
+    return error_metrics(a, b)["rel_l2"]
 
 
 def _scores(pred: Tensor, data) -> tuple[dict[str, float], Tensor]:

@@ -121,11 +121,13 @@ class UDE(NeuralODE):
         return self.library(u) @ (self.xi * self.mask).T
 
     def rhs(self, u: Tensor) -> Tensor:
-        known = self._problem.known_rhs(u, dict(self.learned.items()))
-        return known + (self.equation_term(u) if bool(self.recovered) else self.network_term(u))
+        return self._equation_rhs(u) if bool(self.recovered) else self._network_rhs(u)
 
     def _network_rhs(self, u: Tensor) -> Tensor:
         return self._problem.known_rhs(u, dict(self.learned.items())) + self.network_term(u)
+
+    def _equation_rhs(self, u: Tensor) -> Tensor:
+        return self._problem.known_rhs(u, dict(self.learned.items())) + self.equation_term(u)
 
     # -- stages -----------------------------------------------------------------------------------
     def start_phase(self, problem: Trajectories, name: str) -> None:

@@ -35,6 +35,7 @@ from torchdiffeq import odeint
 
 from .. import progress
 from ..constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from ..numerics.metrics import error_metrics
 from .base import Problem, Solution, Term, Trajectories, TrajectoryData
 
 COEFFICIENTS = ("alpha", "beta", "gamma", "delta")
@@ -170,12 +171,7 @@ class LotkaVolterra(Problem, Trajectories):
             dt = self.t_end / (self.n_times - 1)
             n_extra = max(1, round((self.t_extrapolate - self.t_end) / dt))
             t = torch.arange(self.n_times + n_extra, dtype=torch.float64) * dt
-            saved = self.device, self.dtype
-            self.device, self.dtype = torch.device("cpu"), torch.float64
-            try:
-                u, _ = self.integrate(torch.tensor([self.u0], dtype=torch.float64), t)
-            finally:
-                self.device, self.dtype = saved
+            u, _ = self.integrate(torch.tensor([self.u0], dtype=torch.float64), t)  # works in u0's dtype
             fit = u[:, : self.n_times]
             gen = torch.Generator().manual_seed(self.noise_seed)
             eps = torch.randn(fit.shape, generator=gen, dtype=torch.float64)
@@ -191,10 +187,9 @@ class LotkaVolterra(Problem, Trajectories):
         below); ``constant_extrapolation_rel_l2``: the last observation held over the
         extrapolation window."""
         d = self.trajectories()
-        rel = lambda a, b: (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()  # noqa: E731
         held = d.observed[:, -1:].expand_as(d.truth_extrapolate)
-        return {"noisy_data_rel_l2": rel(d.observed, d.truth),
-                "constant_extrapolation_rel_l2": rel(held, d.truth_extrapolate)}
+        return {"noisy_data_rel_l2": error_metrics(d.observed, d.truth)["rel_l2"],
+                "constant_extrapolation_rel_l2": error_metrics(held, d.truth_extrapolate)["rel_l2"]}
 
     # -- reference solver ------------------------------------------------------------------------------
     def times(self, n_times: int | None = None) -> Tensor:
