@@ -1,7 +1,8 @@
 """The failures we expect, and the one place that turns them into a line on stderr.
 
-Usage and configuration mistakes exit with 2, failures during a run with 1. Set
-``HYDRA_FULL_ERROR=1`` to see the traceback instead.
+Usage and configuration mistakes exit with 2, failures during a run with 1, a run stopped by
+signal n with 128 + n (see :mod:`sciml_cli.output`). Set ``HYDRA_FULL_ERROR=1`` to see the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def full_error() -> bool:
 
 def report(err: SciMLError) -> int:
     """Print ``err`` as one line and return its exit code."""
+    from . import output
+
+    output.note_error(str(err))
     sys.stderr.write(f"sciml: {err.label}: {err}\n")
     sys.stderr.flush()
     return err.exit_code

@@ -1,10 +1,13 @@
-"""What a script reads from stdout: one result line per train, and no log records there."""
+"""What a script reads from stdout: one result line (or one JSON object with `output=json`) per
+command, log records and tables elsewhere, and the documented exit codes."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import pytest
 from conftest import TINY, run_sciml
 
 
@@ -35,3 +38,71 @@ def test_sweep_jobs_each_report_and_hydra_logs_stay_off_stdout(tmp_path):
     proc = run_sciml("sweep", *TINY, "model.width=8,16", cwd=tmp_path, check=True)
     assert "[HYDRA]" not in proc.stdout and "Launching 2 jobs" in proc.stderr
     assert len([ln for ln in proc.stdout.splitlines() if ln.startswith("sciml train: finished")]) == 2
+
+
+def _json(proc) -> dict:
+    """stdout holds exactly one JSON object and nothing else."""
+    (line,) = proc.stdout.splitlines()
+    record = json.loads(line)
+    assert record["exit_code"] == proc.returncode
+    return record
+
+
+def test_json_mode_train_eval_solve_each_print_one_object(tmp_path):
+    train = _json(run_sciml("train", *TINY, "output=json", cwd=tmp_path, check=True))
+    run = Path(train["run_dir"])
+    assert (train["command"], train["status"]) == ("train", "finished")
+    assert train["metrics"] == {k: v for k, v in json.loads((run / "metrics.json").read_text()).items() if k != "status"}
+
+    ev = _json(run_sciml("eval", f"run={run}", "output=json", cwd=tmp_path, check=True))
+    assert (ev["command"], ev["status"], ev["run_dir"], ev["step"]) == ("eval", "finished", str(run), 40)
+    assert ev["metrics"] == json.loads((run / "eval.json").read_text())["metrics"]
+    assert all(Path(p).is_file() for p in ev["plots"])
+
+    solve = _json(run_sciml("solve", "problem=heat", "output=json", cwd=tmp_path, check=True))
+    h5 = Path(solve["files"][0])
+    assert solve["status"] == "finished" and h5.parent == Path(solve["run_dir"])
+    import h5py
+
+    with h5py.File(h5) as f:
+        assert list(f["fields/u"].shape) == solve["fields"]["u"]
+    assert solve["attrs"]["rel_l2_vs_exact"] < 1e-4
+
+
+@pytest.mark.parametrize("args, code, key", [
+    (("train", "model.widthh=3"), 2, "model.widthh"),
+    (("eval", "run=nowhere"), 2, "run"),
+    (("solve", "problem=heat", "resolution=-4"), 2, "resolution"),
+    (("sweep", "problem=nope,heat"), 2, "problem"),
+])
+def test_json_mode_reports_config_errors_as_one_object(tmp_path, args, code, key):
+    proc = run_sciml(*args, "output=json", cwd=tmp_path)
+    record = _json(proc)
+    assert (record["command"], record["status"], record["exit_code"]) == (args[0], "invalid", code)
+    assert record["error"].startswith(key) and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_json_mode_of_a_failed_run_names_its_run_directory(tmp_path):
+    proc = run_sciml("train", *TINY, "optim=sgd", "optim.lr=1e6", "optim.steps=200", "output=json", cwd=tmp_path)
+    record = _json(proc)
+    assert (record["status"], record["exit_code"]) == ("failed", 1) and "loss term" in record["error"]
+    assert json.loads((Path(record["run_dir"]) / "run.json").read_text())["status"] == "failed"
+
+
+def test_json_sweep_lists_every_job_with_its_status_and_exits_1_on_a_failed_job(tmp_path):
+    proc = run_sciml("sweep", *TINY, "optim=sgd", "optim.lr=1e-3,1e6", "output=json", cwd=tmp_path)
+    record = _json(proc)
+    assert (record["command"], record["status"], record["exit_code"]) == ("sweep", "failed", 1)
+    jobs = {j["job"]: j for j in record["jobs"]}
+    assert (jobs[0]["status"], jobs[1]["status"]) == ("finished", "failed")
+    assert record["best_job"] == 0 and record["best_value"] == jobs[0]["value"]
+    finished = json.loads((tmp_path / jobs[0]["run_dir"] / "metrics.json").read_text())
+    assert finished["val/rel_l2"] == jobs[0]["value"]
+    assert "loss term" in jobs[1]["error"] and (tmp_path / record["summary"]).is_file()
+
+
+def test_bad_output_mode_names_the_choices(tmp_path):
+    proc = run_sciml("train", "output=yaml", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "sciml: config error: output: unknown output mode 'yaml' (valid: text, json)\n"

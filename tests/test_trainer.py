@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import time
@@ -178,18 +179,21 @@ def test_sigterm_from_outside_leaves_a_resumable_checkpoint(tmp_path):
     args = [*TINY, "optim=adam_lbfgs", "optim.steps=400", "optim.lbfgs_steps=5", "trainer.checkpoint_every=10",
             "trainer.dtype=float64"]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.Popen([*SCIML, "train", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*SCIML, "train", *args, "output=json"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     base = tmp_path / "outputs" / "train" / "heat-pinn"
     deadline = time.time() + 120
     while not list(base.glob("*/checkpoints/last.pt")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "SIGTERM at step" in err and "Resume with: sciml train resume=" in err
     assert "Traceback" not in err and err.count("\n") == 1
     run = only_run_dir(base)
+    result = json.loads(out)  # the one object a batch script reads, for a stopped run too
+    assert (result["status"], result["exit_code"], result["run_dir"]) == ("interrupted", 143, str(run))
+    assert "SIGTERM at step" in result["error"]
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
 
     resumed = run_sciml("train", *args, "resume=auto", cwd=tmp_path, check=True)
@@ -220,6 +224,8 @@ def test_nan_through_the_cli_exits_1_with_one_line(sciml):
     assert proc.returncode == 1
     assert proc.stderr.startswith("sciml: error: loss term") and proc.stderr.count("\n") == 1
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+    # stdout still names the run a script may want to inspect
+    assert re.fullmatch(r"sciml train: failed \(exit 1\) after \d+ s, run (\S+)\n", proc.stdout).group(1) == str(run)
     assert json.loads((run / "run.json").read_text())["status"] == "failed"
 
 

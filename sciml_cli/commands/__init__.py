@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .. import config, rundir
+from .. import config, output, rundir
 from ..errors import ConfigError, SciMLError, full_error, report
 
 #: flags that print something and run no job, so nothing needs checking first
@@ -185,16 +185,31 @@ def _fitting_problems(cfg: DictConfig, requires: tuple[type, ...], model_cls: ty
 
 
 # -- running a Hydra app ----------------------------------------------------------------------
-def run_app(app: Callable[[], Any], args: list[str], preflight: Callable[[list[str]], None] | None) -> int:
-    """Check ``args`` (unless only asking for help or a config print), then hand them to Hydra."""
+def run_app(command: str, app: Callable[[], Any], args: list[str],
+            preflight: Callable[[list[str]], None] | None) -> int:
+    """Check ``args`` (unless only asking for help or a config print), hand them to Hydra, and
+    return the exit code; the result goes to stdout in the form ``output=`` asks for."""
     informational = any(a.split("=")[0] in INFO_FLAGS for a in args if a.startswith("-"))
-    if preflight is not None and not informational:
-        try:
-            preflight([a for a in args if not a.startswith("-")])
-        except SciMLError as err:
-            if full_error():
-                raise
-            return report(err)
+    if informational:
+        sys.argv = [sys.argv[0], *args]
+        app()
+        return 0
+    overrides = [a for a in args if not a.startswith("-")]
+    try:
+        output.start(command, overrides)
+        if preflight is not None:
+            preflight(overrides)
+    except SciMLError as err:
+        if full_error():
+            raise
+        return output.finish(report(err))
     sys.argv = [sys.argv[0], *args]
-    app()
-    return 0
+    try:
+        app()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    except KeyboardInterrupt:  # a second Ctrl-C, which stops at once
+        sys.stderr.write("sciml: interrupted\n")
+        code = 130
+    return output.finish(code)

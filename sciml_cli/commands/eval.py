@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .. import config, rundir
+from .. import config, output, rundir
 from ..errors import ConfigError, reporting
 from . import compose, run_app
 
@@ -55,13 +55,13 @@ def restore(path: Path, device_name: str):
 @reporting
 def task(cfg: DictConfig) -> dict:
     import torch
-    from rich.console import Console
     from rich.table import Table
 
     from .. import plotting
 
     path = _checkpoint_path(cfg)
     run = path.parent.parent
+    output.context(run_dir=str(run))
     state, problem, model, device = restore(path, cfg.device)
     with torch.no_grad():
         evaluation = model.evaluate(problem, resolution=cfg.resolution)
@@ -88,7 +88,7 @@ def task(cfg: DictConfig) -> dict:
             for key, fig in model.figures(problem, evaluation, title).items()]
     rundir.write_json(run / "eval.json", result)
 
-    console = Console()
+    console = output.console()
     table = Table(title=f"sciml eval {run} ({cfg.checkpoint}.pt, step {state['step']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -107,8 +107,12 @@ def task(cfg: DictConfig) -> dict:
             res_table.add_row(str(r), *(f"{m[k]:.4e}" for k in keys))
         console.print(res_table)
     for line in evaluation.details.get("equation", []):
-        print(line)
-    print(f"wrote {run / 'eval.json'}, " + ", ".join(str(p) for p in pngs))
+        console.print(line, markup=False, highlight=False)
+    metric = problem.val_metric
+    score = f", {metric} {evaluation.metrics[metric]:.2e}" if metric in evaluation.metrics else ""
+    output.emit(f"sciml eval: {cfg.checkpoint}.pt of {run} (step {state['step']}){score}, wrote {run / 'eval.json'}",
+                eval_json=str(run / "eval.json"), plots=[str(p) for p in pngs],
+                **{k: v for k, v in result.items() if k != "run"})
     return result
 
 
@@ -118,4 +122,4 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main(args: list[str]) -> int:
-    return run_app(_app, args, preflight)
+    return run_app("eval", _app, args, preflight)

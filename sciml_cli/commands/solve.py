@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .. import config, rundir
+from .. import config, output, rundir
 from ..errors import reporting
 from . import compose, expand, run_app
 
@@ -54,7 +54,6 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     ``u`` (an operator problem's ``output_work_fraction``; all of it unless the solver also
     computes the inputs, as the first records of a Navier–Stokes trajectory)."""
     import torch
-    from rich.console import Console
     from rich.table import Table
 
     from ..errors import ConfigError
@@ -97,7 +96,7 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     table.add_column("value", justify="right")
     for k, v in result.items():
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
-    Console().print(table)
+    output.console().print(table)
     return result
 
 
@@ -108,7 +107,6 @@ def task(cfg: DictConfig) -> None:
     progress.enable(cfg.get("progress") not in (None, False))  # `progress=null`: no bars
     import torch
     from hydra.core.hydra_config import HydraConfig
-    from rich.console import Console
     from rich.table import Table
 
     from .. import plotting
@@ -117,8 +115,13 @@ def task(cfg: DictConfig) -> None:
 
     out = Path(HydraConfig.get().runtime.output_dir)
     name = HydraConfig.get().runtime.choices["problem"]
+    output.context(run_dir=str(out))
     if cfg.ckpt is not None:
-        rundir.write_json(out / "surrogate.json", compare_surrogate(cfg))
+        result = compare_surrogate(cfg)
+        rundir.write_json(out / "surrogate.json", result)
+        output.emit(f"sciml solve: surrogate of {cfg.ckpt} vs the {name} solver, rel_l2_mean {result['rel_l2_mean']:.2e}, "
+                    f"speedup {result['speedup']:.3g}, wrote {out / 'surrogate.json'}",
+                    surrogate_json=str(out / "surrogate.json"), **result)
         return
     device = resolve_device(cfg.device)
     problem = config.instantiate(cfg.problem).to(device, DTYPES[cfg.dtype])
@@ -154,7 +157,11 @@ def task(cfg: DictConfig) -> None:
         if k != "wall_time_s":
             table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     table.add_row("written", f"{h5}\n{png}")
-    Console().print(table)
+    output.console().print(table)
+    output.emit(f"sciml solve: {name} in {wall:.3g} s, wrote {h5}, {png}", problem=name, device=str(device),
+                solve_time_s=wall, files=[str(h5), str(png)],
+                fields={k: list(v.shape) for k, v in solution.fields.items()},
+                attrs={k: v for k, v in solution.attrs.items() if isinstance(v, (int, float, str, bool))})
 
 
 @hydra.main(version_base="1.3", config_path=str(config.CONFIG_DIR), config_name="solve")
@@ -163,4 +170,4 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main(args: list[str]) -> int:
-    return run_app(_app, args, preflight)
+    return run_app("solve", _app, args, preflight)

@@ -12,7 +12,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .. import config
+from .. import config, output
 from . import run_app
 from .train import preflight as train_preflight
 from .train import task
@@ -70,7 +70,7 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def print_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
-    from rich.console import Console
+    """The ranking table, then the sweep's result: every job with its status."""
     from rich.table import Table
 
     metric = rows[0]["metric"] if rows else "rel_l2"
@@ -84,8 +84,20 @@ def print_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
         varying = " ".join(o for o in r["overrides"].split() if o not in common)
         table.add_row(str(rank), str(r["job"]), varying, str(r["status"]), fmt(r["value"]),
                       fmt(r["loss"]), fmt(r["wall_time_s"]))
-    Console().print(table)
-    print(f"summary: {Path(sweep_dir) / 'summary.csv'}")
+    output.console().print(table)
+
+    summary = Path(sweep_dir) / "summary.csv"
+    done = [r for r in rows if r["status"] == "finished"]
+    best = done[0] if done and isinstance(done[0]["value"], (int, float)) else None
+    score = f", best val/{metric} {best['value']:.2e} (job {best['job']})" if best else ""
+    # a sweep with a failed job exits 1, after every job ran and the summary is written
+    code = 0 if rows and len(done) == len(rows) else 1
+    output.emit(f"sciml sweep: {len(done)} of {len(rows)} jobs finished{score}, summary {summary}", exit_code=code,
+                sweep_dir=str(sweep_dir), summary=str(summary), metric=metric,
+                **({"error": f"{len(rows) - len(done)} of {len(rows)} jobs did not finish"} if code else {}),
+                best_job=best and best["job"], best_value=best and best["value"],
+                jobs=[{"rank": rank, **{("run_dir" if k == "dir" else k): v for k, v in r.items()}}
+                      for rank, r in enumerate(rows, start=1)])
 
 
 class SweepSummary(Callback):
@@ -107,4 +119,4 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main(args: list[str]) -> int:
-    return run_app(_app, args, preflight)
+    return run_app("sweep", _app, args, preflight)

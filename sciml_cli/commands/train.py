@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .. import config, rundir
+from .. import config, output, rundir
 from ..errors import ConfigError, SciMLError, full_error, report
 from . import GROUPS, check_compatible, compose, expand, parse_overrides, run_app
 
@@ -155,15 +155,11 @@ def task(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    name = f"{hc.runtime.choices.problem}-{hc.runtime.choices.model}"
+    if not multirun:
+        output.context(run_dir=str(run_dir), name=name)
     try:
         metrics = _train(cfg, run_dir, list(hc.overrides.task))
-        key = f"val/{metrics['val_metric']}"
-        value = metrics.get(key)
-        name = f"{hc.runtime.choices.problem}-{hc.runtime.choices.model}"
-        # the one line a script reads, in quiet mode too (quiet means no progress bar)
-        score = f", {key} {value:.2e}" if value is not None else ""
-        print(f"sciml train: finished {name} in {metrics['wall_time_s']:.0f} s{score}, run {run_dir}", flush=True)
-        return value
     except SciMLError as err:
         if isinstance(err, ConfigError) and cfg.resume is None and not (run_dir / "checkpoints").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing that looks like a result
@@ -174,6 +170,16 @@ def task(cfg: DictConfig) -> float | None:
             rundir.write_json(run_dir / "metrics.json", {"status": "failed", "error": str(err)})
             return None
         sys.exit(code)
+    key = f"val/{metrics['val_metric']}"
+    value = metrics.get(key)
+    # the one line a script reads, in quiet mode too (quiet means no progress bar)
+    score = f", {key} {value:.2e}" if value is not None else ""
+    line = f"sciml train: finished {name} in {metrics['wall_time_s']:.0f} s{score}, run {run_dir}"
+    if multirun:
+        output.job_line(line)
+    else:
+        output.emit(line, metrics={k: v for k, v in metrics.items() if k != "status"})
+    return value
 
 
 @hydra.main(version_base="1.3", config_path=str(config.CONFIG_DIR), config_name="train")
@@ -182,4 +188,4 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main(args: list[str]) -> int:
-    return run_app(_app, args, preflight)
+    return run_app("train", _app, args, preflight)

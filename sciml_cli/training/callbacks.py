@@ -77,15 +77,16 @@ class RichProgress(Callback):
             self.progress = None
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
-        from rich.console import Console
         from rich.table import Table
+
+        from .. import output
 
         table = Table(title=f"run summary: {trainer.run_dir}", show_header=True)
         table.add_column("quantity")
         table.add_column("value", justify="right")
         for key, value in summary.items():
             table.add_row(key, f"{value:.4e}" if isinstance(value, float) and key != "wall_time_s" else str(value))
-        Console().print(table)
+        output.console().print(table)
 
 
 class TensorBoard(Callback):
