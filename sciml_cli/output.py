@@ -53,6 +53,11 @@ def status_of(code: int) -> str:
     return "finished" if code == 0 else "invalid" if code == 2 else "interrupted" if code >= 128 else "failed"
 
 
+def number(value: float, direction: str = "minimize") -> str:
+    """A metric for a result line: errors as ``3.50e-04``, scores such as PSNR as ``32.51``."""
+    return f"{value:.2f}" if direction == "maximize" else f"{value:.2e}"
+
+
 def start(command: str, overrides: list[str]) -> None:
     """Begin a command: read ``output=`` from its overrides (the last one wins), so that even an
     error in composing the config is answered in the chosen form."""

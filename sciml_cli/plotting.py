@@ -180,6 +180,24 @@ def term_figure(t: Tensor, learned: Tensor, true: Tensor, state_names: Sequence[
     return fig
 
 
+def reconstruction_figure(truth: Tensor, reconstructions: dict[str, Tensor], scores: dict[str, float],
+                          title: str = ""):
+    """The ground-truth image and each reconstruction side by side on one grey scale (that of
+    the truth), each titled with its PSNR (dB). Images ``[S, S]`` with axis -2 along ``x``."""
+    panels = {"ground truth": truth, **reconstructions}
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), constrained_layout=True,
+                             squeeze=False)
+    lo, hi = float(truth.min()), float(truth.max())
+    for ax, (name, img) in zip(axes[0], panels.items()):
+        ax.imshow(_np(img).T, origin="lower", extent=(-1, 1, -1, 1), cmap="gray", vmin=lo, vmax=hi)
+        ax.set_title(name if name not in scores else f"{name}\n{scores[name]:.2f} dB", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def loss_figure(history: Sequence[Sequence[float]]):
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     if history:

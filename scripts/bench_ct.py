@@ -14,7 +14,15 @@ i.e. they are the best case for each regulariser, as in the reference tables of 
 
 Speed: forward + adjoint on a batch of 32 random images, per image (median of ``--repeats``).
 
+Learned reconstructions (``--runs``): trained runs of ``lgd``, ``tv_learned`` and ``lpd`` (the
+same problem size), each evaluated on the problem's test images (held-out random ellipses and
+Shepp–Logan) beside FBP, Tikhonov and TV gradient descent with ``lambda`` chosen on the
+validation images: PSNR, SSIM, learned ``lambda``, seconds per image, the time ratio against TV,
+and one figure of every reconstruction side by side (``--figure``).
+
     python scripts/bench_ct.py [--device cpu|cuda] [--threads N] [--sweep] [--json out.json]
+    python scripts/bench_ct.py --runs outputs/train/ct-lgd/<time> outputs/train/ct-lpd/<time> \
+        [--figure ct_learned.png] [--json learned.json]
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import json
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -111,6 +120,63 @@ def speed(device: torch.device, batch: int, repeats: int) -> list[dict]:
     return rows
 
 
+def learned(runs: list[str], device_name: str, figure: str | None) -> list[dict]:
+    """Every run and the classical baselines on the test images of the first run's problem."""
+    from sciml_cli import plotting
+    from sciml_cli.commands.eval import restore
+
+    rows, recons = [], {}
+    problem = None
+    for run in runs:
+        _, prob, model, device = restore(Path(run) / "checkpoints" / "best.pt", device_name)
+        if problem is None:
+            problem = prob
+            for name, image_set in problem.image_sets("test").items():
+                for method, rec in problem.classical(image_set).items():
+                    recons[(method, name)] = rec.images
+                    rows.append({"method": method, "images": name, "run": None, **rec.params,
+                                 "psnr": psnr(rec.images, image_set.images).mean().item(),
+                                 "ssim": ssim(rec.images, image_set.images).mean().item(),
+                                 "seconds_per_image": rec.seconds})
+        elif prob.size != problem.size:
+            raise SystemExit(f"{run}: size {prob.size} differs from the first run's {problem.size}")
+        with torch.no_grad():
+            evaluation = model.evaluate(problem, split="test")
+            for name, image_set in problem.image_sets("test").items():
+                recons[(type(model).__name__, name)] = model.reconstruct(problem, image_set.data)
+        m = evaluation.metrics
+        for name in problem.image_sets("test"):
+            sfx = "" if name == "ellipses" else f"_{name}"
+            rows.append({"method": type(model).__name__, "images": name, "run": run,
+                         "reg_weight": evaluation.details["learned"].get("reg_weight"),
+                         "psnr": m[f"psnr{sfx}"], "ssim": m[f"ssim{sfx}"],
+                         "seconds_per_image": m[f"seconds_per_image{sfx}"]})
+    tv = {r["images"]: r["seconds_per_image"] for r in rows if r["method"] == "tv"}
+    for r in rows:
+        r["time_vs_tv"] = r["seconds_per_image"] / tv[r["images"]]
+    if figure:
+        import matplotlib.pyplot as plt
+
+        sets = problem.image_sets("test")
+        methods = list(dict.fromkeys(k[0] for k in recons))
+        fig, axes = plt.subplots(len(sets), len(methods) + 1, figsize=(2.4 * (len(methods) + 1), 2.6 * len(sets)),
+                                 constrained_layout=True, squeeze=False)
+        for i, (name, image_set) in enumerate(sets.items()):
+            truth = image_set.images[0].cpu()
+            lo, hi = truth.min().item(), truth.max().item()
+            axes[i, 0].imshow(truth.T, origin="lower", cmap="gray", vmin=lo, vmax=hi)
+            axes[i, 0].set_title(f"ground truth ({name})", fontsize=9)
+            for j, method in enumerate(methods, start=1):
+                img = recons[(method, name)][0].detach().cpu()
+                axes[i, j].imshow(img.T, origin="lower", cmap="gray", vmin=lo, vmax=hi)
+                axes[i, j].set_title(f"{method}\n{psnr(img, truth).item():.2f} dB", fontsize=9)
+            for ax in axes[i]:
+                ax.set_xticks([])
+                ax.set_yticks([])
+        plotting.save(fig, Path(figure))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -120,6 +186,8 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="also rerun the lambda sweep")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--json", default=None, help="write the figures to this file")
+    ap.add_argument("--runs", nargs="+", default=None, help="trained lgd / tv_learned / lpd run directories")
+    ap.add_argument("--figure", default=None, help="--runs: write the side-by-side figure here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,6 +197,16 @@ def main() -> None:
                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     print(f"# {env}")
     out: dict = {"env": env}
+    if args.runs:
+        out["learned"] = learned(args.runs, args.device, args.figure)
+        print(f"{'method':<12}{'images':<13}{'lambda':>10}{'PSNR dB':>9}{'SSIM':>8}{'s/image':>10}{'vs TV':>8}")
+        for r in out["learned"]:
+            lam = "-" if r.get("reg_weight") is None else f"{r['reg_weight']:.3g}"
+            print(f"{r['method']:<12}{r['images']:<13}{lam:>10}{r['psnr']:>9.2f}{r['ssim']:>8.3f}"
+                  f"{r['seconds_per_image']:>10.4f}{r['time_vs_tv']:>8.3f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2))
+        return
     if not args.skip_quality:
         out["quality"] = quality(device, args.sweep)
         print(f"{'method':<26}{'lambda':>9}{'eps':>8}{'iters':>7}{'PSNR dB':>9}{'SSIM':>8}"

@@ -10,6 +10,7 @@ from sciml_cli.commands import _fitting_problems, check_compatible, compose
 from sciml_cli.errors import ConfigError
 from sciml_cli.problems.base import (
     EnergyFunctional,
+    InverseProblem,
     OperatorData,
     PhysicsResidual,
     Problem,
@@ -78,6 +79,7 @@ def test_problems_that_fit_are_derived_from_the_configs_including_their_setups()
     assert _fitting_problems(cfg, (EnergyFunctional,)) == ["poisson"]
     assert _fitting_problems(cfg, (OperatorData,)) == ["burgers", "heat2d", "navier_stokes"]
     assert _fitting_problems(cfg, (Trajectories,)) == ["lotka_volterra"]
+    assert _fitting_problems(cfg, (InverseProblem,)) == ["ct"]
     assert _fitting_problems(cfg, (PhysicsResidual, OperatorData)) == []  # all views required
 
 

@@ -86,3 +86,25 @@ def test_node_preset_fits_below_the_noise(sciml):
     assert proc.returncode == 0, proc.stderr
     m = json.loads((only_run_dir(sciml.cwd / "outputs" / "train" / "lotka_volterra-neural_ode") / "metrics.json").read_text())
     assert m["val/rel_l2"] < LotkaVolterra().baselines()["noisy_data_rel_l2"]
+
+
+#: learned CT presets: (preset, run directory, dB over FBP, dB over validation-tuned TV) on the
+#: held-out random ellipses
+CT_PRESETS = [("lgd_ct_small", "ct-lgd", 6.0, 0.0), ("lpd_ct_small", "ct-lpd", None, 2.0),
+              ("tv_learned_ct", "ct-tv_learned", None, 0.0)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset, run_name, over_fbp, over_tv", CT_PRESETS, ids=[p[0] for p in CT_PRESETS])
+def test_ct_preset_beats_the_classical_reconstructions(sciml, preset, run_name, over_fbp, over_tv):
+    threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+    proc = sciml("train", f"experiment={preset}", "trainer.callbacks.progress=null", timeout=3600, env=threads)
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / run_name)
+    proc = sciml("eval", f"run={run}", "output=json", timeout=1800, env=threads)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    value, base = result["metrics"]["psnr"], result["baselines"]
+    if over_fbp is not None:
+        assert value >= base["fbp_psnr_ellipses"] + over_fbp
+    assert value >= base["tv_psnr_ellipses"] + over_tv

@@ -109,7 +109,8 @@ def task(cfg: DictConfig) -> dict:
     for line in evaluation.details.get("equation", []):
         console.print(line, markup=False, highlight=False)
     metric = problem.val_metric
-    score = f", {metric} {evaluation.metrics[metric]:.2e}" if metric in evaluation.metrics else ""
+    score = (f", {metric} {output.number(evaluation.metrics[metric], problem.val_direction)}"
+             if metric in evaluation.metrics else "")
     output.emit(f"sciml eval: {cfg.checkpoint}.pt of {run} (step {state['step']}){score}, wrote {run / 'eval.json'}",
                 eval_json=str(run / "eval.json"), plots=[str(p) for p in pngs],
                 **{k: v for k, v in result.items() if k != "run"})

@@ -89,7 +89,7 @@ def print_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
     summary = Path(sweep_dir) / "summary.csv"
     done = [r for r in rows if r["status"] == "finished"]
     best = done[0] if done and isinstance(done[0]["value"], (int, float)) else None
-    score = f", best val/{metric} {best['value']:.2e} (job {best['job']})" if best else ""
+    score = f", best val/{metric} {output.number(best['value'], best['direction'])} (job {best['job']})" if best else ""
     # a sweep with a failed job exits 1, after every job ran and the summary is written
     code = 0 if rows and len(done) == len(rows) else 1
     output.emit(f"sciml sweep: {len(done)} of {len(rows)} jobs finished{score}, summary {summary}", exit_code=code,

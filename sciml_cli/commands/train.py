@@ -173,7 +173,7 @@ def task(cfg: DictConfig) -> float | None:
     key = f"val/{metrics['val_metric']}"
     value = metrics.get(key)
     # the one line a script reads, in quiet mode too (quiet means no progress bar)
-    score = f", {key} {value:.2e}" if value is not None else ""
+    score = f", {key} {output.number(value, metrics['val_direction'])}" if value is not None else ""
     line = f"sciml train: finished {name} in {metrics['wall_time_s']:.0f} s{score}, run {run_dir}"
     if multirun:
         output.job_line(line)

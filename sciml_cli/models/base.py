@@ -16,6 +16,9 @@ outside the method knows its call convention:
 Methods that learn one solution field ``u(x)`` (PINN, Deep Ritz) share
 :class:`sciml_cli.models.field.FieldModel`: the exact-boundary transform, grid prediction, the
 metrics (H1 error where the problem knows its solution), eval figures and the solver stand-in.
+The learned iterative reconstructions (learned gradient descent, learned primal-dual, TV with
+learned weights) share :class:`sciml_cli.models.unrolled.Unrolled`: phantoms drawn on the fly,
+the loss, and scoring against the classical reconstructions.
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ data is generated, and the problems that would fit are found by trying the confi
 table. Adding a view to a problem makes every model that asks for it work there.
 
 Views so far: :class:`PhysicsResidual` (PINN), :class:`EnergyFunctional` (Deep Ritz),
-:class:`OperatorData` (FNO) and :class:`Trajectories` (neural ODE, UDE); the first two share
+:class:`OperatorData` (FNO), :class:`Trajectories` (neural ODE, UDE) and :class:`InverseProblem`
+(learned gradient descent, learned primal-dual, TV with learned weights); the first two share
 :class:`FieldDomain` (coordinates, domain sampling on boxes and other shapes, the reference and
-exact solution, exact boundary conditions). Models to come add theirs here together with the
-model: a differentiable solver (solver-in-the-loop) and an inverse problem (learned
-reconstruction).
+exact solution, exact boundary conditions). The model to come adds its view here together with
+the model: a differentiable solver (solver-in-the-loop).
 
 The validation metric of a problem (:attr:`Problem.val_metric`) comes with its direction
 (:attr:`Problem.val_direction`): relative errors are minimised, PSNR is maximised; ``best.pt``,
@@ -459,6 +459,69 @@ class Trajectories(ABC):
         return [(float(lo), float(hi)) for lo, hi in zip(low, high)]
 
 
+@dataclass
+class ImageSet:
+    """Fixed images of an inverse problem with their measurements, for validation or testing."""
+
+    images: Tensor
+    data: Tensor
+    #: what the images are, e.g. "random ellipses (seed 10000)" or "Shepp-Logan"
+    name: str
+
+
+class InverseProblem(ABC):
+    """View for learned reconstruction (learned gradient descent, learned primal-dual): recover
+    an image ``a`` from a measurement ``b = F(a)`` plus noise by iterating on the variational
+    objective ``D(a, b) + lambda R(a)``.
+
+    The problem supplies the forward operator and its adjoint, the data-fidelity term ``D`` and
+    its gradient (of the noise model's negative log-likelihood), a regulariser ``R`` and its
+    gradient, an initial reconstruction, training pairs drawn on the fly as a pure function of a
+    seed and the step (so a resumed run sees the same pairs), fixed validation and test images,
+    and the classical reconstructions a learned one has to beat (:meth:`classical`).
+    """
+
+    @abstractmethod
+    def forward(self, image: Tensor) -> Tensor:
+        """``F(a)`` without noise, ``[..., S, S]`` -> measurement shape."""
+
+    @abstractmethod
+    def adjoint(self, data: Tensor, size: int | None = None) -> Tensor:
+        """The adjoint of the (linearised) forward operator, measurement -> image shape."""
+
+    @abstractmethod
+    def data_fidelity_gradient(self, image: Tensor, data: Tensor) -> Tensor:
+        """``grad_a D(a, b)``, shaped like ``image``."""
+
+    @abstractmethod
+    def regulariser_gradient(self, image: Tensor) -> Tensor:
+        """``grad R(a)``, shaped like ``image``."""
+
+    @abstractmethod
+    def initial(self, data: Tensor) -> Tensor:
+        """A cheap first reconstruction (e.g. filtered back-projection)."""
+
+    @abstractmethod
+    def linearised(self, data: Tensor) -> Tensor:
+        """The measurement as a linear one (``-log(b / I0)`` for transmission data; the data
+        itself for a linear model): what a network in measurement space sees."""
+
+    @abstractmethod
+    def training_pairs(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        """``(images, data)``: ``n`` random phantoms and their noisy measurements, a pure
+        function of ``seed``, on the problem's device and dtype."""
+
+    @abstractmethod
+    def image_sets(self, split: str) -> dict[str, ImageSet]:
+        """The fixed images of ``split`` (``val``: held-out random phantoms; ``test``: those of
+        the test split and the standard phantom), by key; cached."""
+
+    @abstractmethod
+    def classical(self, image_set: ImageSet) -> dict[str, Tensor]:
+        """Classical reconstructions of ``image_set`` by method name, their parameters chosen
+        on the validation split (never on a test image)."""
+
+
 def _polynomial(u: Tensor, terms: list[Term], values: Mapping[str, Tensor | float]) -> Tensor:
     """``sum_k sign_k c_k prod_i u_i ** p_ki`` into each term's state, ``[..., S]``, in a few
     vectorised operations (it runs at every step of an ODE solver; the constant tensors are
@@ -487,7 +550,7 @@ def _polynomial(u: Tensor, terms: list[Term], values: Mapping[str, Tensor | floa
 _TERM_CACHE: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
 
 
-VIEWS: tuple[type, ...] = (PhysicsResidual, EnergyFunctional, OperatorData, Trajectories)
+VIEWS: tuple[type, ...] = (PhysicsResidual, EnergyFunctional, OperatorData, Trajectories, InverseProblem)
 
 
 def view_name(view: type) -> str:

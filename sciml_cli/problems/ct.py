@@ -26,12 +26,25 @@ Reconstructions: filtered back-projection, and gradient descent with a fixed ste
 neighbouring pixels, zero across the last row/column), where ``L = 2 ||A||^2 + lambda L_R`` is the
 Lipschitz constant of ``grad J``, with ``||A||`` from power iteration and ``L_R = 2, 16, 8 / eps``
 (``||D||^2 <= 8``).
+
+``forward_model="transmission"`` measures photon counts instead (Beer–Lambert), ``b ~ Poisson(I0
+exp(-A a))`` with ``I0 = photons`` per detector bin (Adler & Öktem 2017 use 10^4), and the data
+term is the Poisson negative log-likelihood scaled by ``2 / I0``,
+``D(a) = (2 / I0) sum(I0 exp(-A a) + b A a)``, whose Hessian at a noise-free solution is
+``2 A^T diag(exp(-A a)) A <= 2 A^T A``: the step ``1 / L`` above stays safe. FBP inverts the
+log data ``-log(max(b, 1) / I0)``.
+
+For learned reconstruction (the inverse-problem view) the problem draws training pairs of
+random ellipses on the fly, holds validation and test images (random ellipses from seeds of their
+own, and the Shepp–Logan head in the test split), and reconstructs them classically: FBP, and
+gradient descent with Tikhonov and TV whose ``lambda`` is chosen on the validation images.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -42,7 +55,7 @@ from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..numerics.image_metrics import psnr, ssim
 from ..numerics.metrics import error_metrics
 from ..numerics.radon import Filter, RadonTransform
-from .base import Problem, Solution
+from .base import ImageSet, InverseProblem, Problem, Solution
 
 Regulariser = Literal["tikhonov", "gradient", "tv"]
 
@@ -184,8 +197,25 @@ def image_gradient_adjoint(field: Tensor) -> Tensor:
 _GRAD_NORM2 = 8.0
 
 
-class Ct(Problem):
-    """Parallel-beam CT of ellipse phantoms with Gaussian noise.
+@dataclass
+class Reconstruction:
+    """A classical reconstruction of an image set: the images, seconds per image, parameters."""
+
+    images: Tensor
+    seconds: float
+    params: dict[str, float] = field(default_factory=dict)
+
+
+#: lambda grids searched on the validation images (scaled by the data term's size: see
+#: :meth:`Ct.classical`)
+_TUNE_GRID = {"tikhonov": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+              "tv": (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)}
+#: generator seeds of the fixed image sets (training seeds stay below them)
+_IMAGE_SEEDS = {"val": 10**9 + 1, "test": 10**9 + 2}
+
+
+class Ct(Problem, InverseProblem):
+    """Parallel-beam CT of ellipse phantoms, linear data with Gaussian noise or photon counts.
 
     Parameters
     ----------
@@ -215,9 +245,22 @@ class Ct(Problem):
     tv_epsilon
         ``eps`` of the smoothed TV, in intensity per pixel (a jump well below it is smoothed
         like a quadratic, above it like TV).
+    forward_model
+        ``linear``: ``b = A a`` plus Gaussian noise of ``noise_percent``; ``transmission``:
+        photon counts ``b ~ Poisson(photons exp(-A a))`` (Beer–Lambert).
+    photons
+        ``I0``, incident photons per detector bin of the transmission model.
+    n_val, n_test
+        Held-out random-ellipse images of the validation and test splits (the test split also
+        holds the Shepp–Logan head).
+    baseline_iterations
+        Gradient-descent iterations of the Tikhonov and TV baselines (whose ``lambda`` is chosen
+        on the validation images).
     """
 
-    val_metric = "rel_l2"
+    #: learned reconstructions are ranked by PSNR (dB), higher is better
+    val_metric = "psnr"
+    val_direction = "maximize"
 
     def __init__(
         self,
@@ -231,6 +274,11 @@ class Ct(Problem):
         regulariser: Regulariser = "tv",
         reg_weight: NonNegativeFloat = 0.001,
         tv_epsilon: PositiveFloat = 0.003,
+        forward_model: Literal["linear", "transmission"] = "linear",
+        photons: PositiveFloat = 1e4,
+        n_val: PositiveInt = 16,
+        n_test: PositiveInt = 16,
+        baseline_iterations: PositiveInt = 3000,
     ) -> None:
         super().__init__()
         self.dtype = torch.float64  # reference data; `to()` changes it
@@ -243,8 +291,12 @@ class Ct(Problem):
         self.phantom, self.data_model, self.fbp_filter = phantom, data_model, fbp_filter
         self.reg_type: Regulariser = regulariser
         self.reg_weight, self.tv_epsilon = float(reg_weight), float(tv_epsilon)
+        self.forward_model, self.photons = forward_model, float(photons)
+        self.n_val, self.n_test, self.baseline_iterations = int(n_val), int(n_test), int(baseline_iterations)
         self._operators: dict[int, RadonTransform] = {}
         self._norms: dict[int, float] = {}
+        self._image_sets: dict[tuple, dict[str, ImageSet]] = {}
+        self._tuned: dict[tuple, dict[str, float]] = {}
 
     # -- geometry and forward model --------------------------------------------------------------
     def operator(self, size: int | None = None) -> RadonTransform:
@@ -289,68 +341,192 @@ class Ct(Problem):
         return self.noise_percent / 100.0 * clean.abs().mean(dim=(-2, -1))
 
     def add_noise(self, clean: Tensor, generator: torch.Generator) -> Tensor:
-        """``clean + sigma * z`` with ``z ~ N(0, I)`` drawn on the CPU from ``generator``."""
+        """The measurement of clean line integrals ``A a``: ``clean + sigma * z`` with
+        ``z ~ N(0, I)`` (linear model), or photon counts ``Poisson(I0 exp(-clean))``
+        (transmission), drawn on the CPU from ``generator``."""
+        if self.forward_model == "transmission":
+            rate = self.photons * torch.exp(-clean.detach().cpu().double())
+            return torch.poisson(rate, generator=generator).to(clean)
         z = torch.randn(clean.shape, generator=generator, dtype=torch.float64)
         return clean + self.noise_std(clean)[..., None, None] * z.to(clean)
 
+    def linearised(self, data: Tensor) -> Tensor:
+        """Line integrals estimated from the measurement: ``-log(max(b, 1) / I0)`` for photon
+        counts (a zero count would be infinite attenuation), the data itself when linear."""
+        if self.forward_model == "transmission":
+            return -torch.log(data.clamp(min=1.0) / self.photons)
+        return data
+
     # -- objective ---------------------------------------------------------------------------------
     def data_fidelity(self, image: Tensor, sinogram: Tensor) -> Tensor:
-        """``||A a - b||^2`` per image, ``[...]``."""
-        return (self.forward(image) - sinogram).pow(2).sum(dim=(-2, -1))
+        """``||A a - b||^2`` per image, ``[...]``; for photon counts ``(2 / I0) sum(I0
+        exp(-A a) + b A a)`` (the Poisson negative log-likelihood up to a constant)."""
+        p = self.forward(image)
+        if self.forward_model == "transmission":
+            return (2.0 / self.photons) * (self.photons * torch.exp(-p) + sinogram * p).sum(dim=(-2, -1))
+        return (p - sinogram).pow(2).sum(dim=(-2, -1))
 
     def data_fidelity_gradient(self, image: Tensor, sinogram: Tensor) -> Tensor:
-        """``2 A^T (A a - b)``, shaped like ``image``."""
-        return 2.0 * self.adjoint(self.forward(image) - sinogram, image.shape[-1])
+        """``2 A^T (A a - b)``, shaped like ``image``; for photon counts
+        ``2 A^T (b / I0 - exp(-A a))``."""
+        p = self.forward(image)
+        if self.forward_model == "transmission":
+            return 2.0 * self.adjoint(sinogram / self.photons - torch.exp(-p), image.shape[-1])
+        return 2.0 * self.adjoint(p - sinogram, image.shape[-1])
 
-    def regulariser(self, image: Tensor) -> Tensor:
-        """``R(a)`` per image, ``[...]`` (without ``reg_weight``)."""
-        if self.reg_type == "tikhonov":
+    def regulariser(self, image: Tensor, kind: Regulariser | None = None) -> Tensor:
+        """``R(a)`` per image, ``[...]`` (without ``reg_weight``), of ``kind`` (default
+        ``regulariser``)."""
+        kind = kind or self.reg_type
+        if kind == "tikhonov":
             return image.pow(2).sum(dim=(-2, -1))
         g = image_gradient(image)
-        if self.reg_type == "gradient":
+        if kind == "gradient":
             return g.pow(2).sum(dim=(-3, -2, -1))
         return torch.sqrt(g.pow(2).sum(dim=-3) + self.tv_epsilon**2).sum(dim=(-2, -1))
 
-    def regulariser_gradient(self, image: Tensor) -> Tensor:
+    def regulariser_gradient(self, image: Tensor, kind: Regulariser | None = None) -> Tensor:
         """``grad R(a)``, shaped like ``image`` (without ``reg_weight``)."""
-        if self.reg_type == "tikhonov":
+        kind = kind or self.reg_type
+        if kind == "tikhonov":
             return 2.0 * image
         g = image_gradient(image)
-        if self.reg_type == "gradient":
+        if kind == "gradient":
             return 2.0 * image_gradient_adjoint(g)
         norm = torch.sqrt(g.pow(2).sum(dim=-3, keepdim=True) + self.tv_epsilon**2)
         return image_gradient_adjoint(g / norm)
 
-    def regulariser_lipschitz(self) -> float:
+    def regulariser_lipschitz(self, kind: Regulariser | None = None) -> float:
         """A Lipschitz constant ``L_R`` of :meth:`regulariser_gradient`."""
         return {"tikhonov": 2.0, "gradient": 2.0 * _GRAD_NORM2,
-                "tv": _GRAD_NORM2 / self.tv_epsilon}[self.reg_type]
+                "tv": _GRAD_NORM2 / self.tv_epsilon}[kind or self.reg_type]
 
     def objective(self, image: Tensor, sinogram: Tensor) -> Tensor:
         """``||A a - b||^2 + lambda R(a)`` per image."""
         return self.data_fidelity(image, sinogram) + self.reg_weight * self.regulariser(image)
 
-    def step_size(self, size: int | None = None) -> float:
+    def step_size(self, size: int | None = None, reg_weight: float | None = None,
+                  kind: Regulariser | None = None) -> float:
         """``1 / L``, ``L = 2 ||A||^2 + lambda L_R``, so gradient descent decreases ``J``
         monotonically (any step below ``2 / L`` does)."""
-        return 1.0 / (2.0 * self.opnorm(size) ** 2 + self.reg_weight * self.regulariser_lipschitz())
+        lam = self.reg_weight if reg_weight is None else reg_weight
+        return 1.0 / (2.0 * self.opnorm(size) ** 2 + lam * self.regulariser_lipschitz(kind))
 
     def reconstruct(self, sinogram: Tensor, n_iter: int = 500, initial: Tensor | None = None,
-                    size: int | None = None) -> Tensor:
+                    size: int | None = None, reg_weight: float | None = None,
+                    kind: Regulariser | None = None) -> Tensor:
         """Gradient descent ``a <- a - (1/L) grad J(a)`` from ``initial`` (default zero),
-        ``[..., A, D]`` -> ``[..., S, S]``."""
+        ``[..., A, D]`` -> ``[..., S, S]``, with ``lambda`` and ``R`` of the config unless
+        given."""
         size = int(size or (initial.shape[-1] if initial is not None else self.size))
-        tau = self.step_size(size)
+        lam = self.reg_weight if reg_weight is None else float(reg_weight)
+        kind = kind or self.reg_type
+        tau = self.step_size(size, lam, kind)
         a = (torch.zeros(*sinogram.shape[:-2], size, size, dtype=sinogram.dtype,
                          device=sinogram.device) if initial is None else initial.clone())
-        with progress.track_steps(n_iter, f"ct: gradient descent ({self.reg_type})") as bar:
+        with progress.track_steps(n_iter, f"ct: gradient descent ({kind})") as bar:
             for _ in range(n_iter):
                 grad = self.data_fidelity_gradient(a, sinogram)
-                if self.reg_weight:
-                    grad = grad + self.reg_weight * self.regulariser_gradient(a)
+                if lam:
+                    grad = grad + lam * self.regulariser_gradient(a, kind)
                 a = a - tau * grad
                 bar.advance()
         return a
+
+    # -- the inverse-problem view ------------------------------------------------------------------
+    def initial(self, data: Tensor) -> Tensor:
+        """FBP of the (linearised) measurement."""
+        return self.fbp(self.linearised(data))
+
+    def measure(self, ellipses: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``(images, data)`` of ellipse phantoms ``[N, E, 6]``, noise from ``generator``."""
+        images = rasterize(ellipses, self.size).to(**self.factory)
+        if self.data_model == "analytic":
+            op = self.operator()
+            clean = ellipse_sinogram(ellipses, op.angles, op.detectors).to(**self.factory)
+        else:
+            clean = self.forward(images)
+        return images, self.add_noise(clean, generator)
+
+    def training_pairs(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        """``n`` random-ellipse phantoms and their noisy measurements from ``seed`` (the
+        validation and test images come from seeds above every training seed)."""
+        if seed >= min(_IMAGE_SEEDS.values()):
+            raise ValueError(f"seed: training seeds stay below {min(_IMAGE_SEEDS.values())}")
+        gen = torch.Generator().manual_seed(int(seed))
+        return self.measure(random_ellipses(n, gen), gen)
+
+    def image_sets(self, split: str) -> dict[str, ImageSet]:
+        """``val``: ``{"ellipses": n_val random phantoms}``; ``test``: ``{"ellipses": n_test
+        others, "shepp_logan": the modified head}``, each with its own noise draw; cached per
+        device and dtype."""
+        key = (split, self.device, self.dtype)
+        if key not in self._image_sets:
+            seed = _IMAGE_SEEDS["val" if split == "val" else "test"]
+            gen = torch.Generator().manual_seed(seed)
+            n = self.n_val if split == "val" else self.n_test
+            images, data = self.measure(random_ellipses(n, gen), gen)
+            sets = {"ellipses": ImageSet(images, data, f"{n} random ellipse phantoms (seed {seed})")}
+            if split != "val":
+                images, data = self.measure(shepp_logan_ellipses()[None], gen)
+                sets["shepp_logan"] = ImageSet(images, data, "modified Shepp-Logan (Toft 1996)")
+            self._image_sets[key] = sets
+        return self._image_sets[key]
+
+    def tuned_weights(self) -> dict[str, float]:
+        """``lambda`` of the Tikhonov and TV baselines: the best mean PSNR on the validation
+        images over a grid (:data:`_TUNE_GRID`, times the data term's scale ``2 ||A||^2``),
+        ``baseline_iterations`` gradient-descent steps from FBP each; cached."""
+        key = (self.device, self.dtype, self.baseline_iterations)
+        if key not in self._tuned:
+            val = self.image_sets("val")["ellipses"]
+            start = self.initial(val.data)
+            scale = 2.0 * self.opnorm() ** 2
+            best: dict[str, float] = {}
+            for kind, grid in _TUNE_GRID.items():
+                scores = {}
+                for lam in grid:
+                    recon = self.reconstruct(val.data, self.baseline_iterations, start, reg_weight=lam * scale,
+                                             kind=kind)
+                    scores[lam * scale] = psnr(recon, val.images).mean().item()
+                best[kind] = max(scores, key=scores.get)
+            self._tuned[key] = best
+        return self._tuned[key]
+
+    def classical(self, image_set: ImageSet) -> dict[str, Reconstruction]:
+        """FBP, and ``baseline_iterations`` of gradient descent from it on Tikhonov ``||a||^2``
+        and smoothed TV with ``lambda`` from :meth:`tuned_weights` (never tuned on a test
+        image)."""
+        weights = self.tuned_weights()
+        n = image_set.images.shape[0]
+        out = {}
+        start = time.perf_counter()
+        fbp = self.initial(image_set.data)
+        self._sync()
+        out["fbp"] = Reconstruction(fbp, (time.perf_counter() - start) / n, {"filter": self.fbp_filter})
+        for kind in ("tikhonov", "tv"):
+            start = time.perf_counter()
+            recon = self.reconstruct(image_set.data, self.baseline_iterations, fbp, reg_weight=weights[kind],
+                                     kind=kind)
+            self._sync()
+            out[kind] = Reconstruction(recon, (time.perf_counter() - start) / n,
+                                       {"reg_weight": weights[kind], "n_iter": self.baseline_iterations})
+        return out
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def baselines(self) -> dict[str, float]:
+        """PSNR (dB), SSIM and seconds per image of the classical reconstructions on each test
+        image set, e.g. ``tv_psnr_ellipses``, ``fbp_ssim_shepp_logan``."""
+        out = {}
+        for name, image_set in self.image_sets("test").items():
+            for method, rec in self.classical(image_set).items():
+                out[f"{method}_psnr_{name}"] = psnr(rec.images, image_set.images).mean().item()
+                out[f"{method}_ssim_{name}"] = ssim(rec.images, image_set.images).mean().item()
+                out[f"{method}_seconds_per_image_{name}"] = rec.seconds
+        return out
 
     # -- metrics -----------------------------------------------------------------------------------
     def metrics(self, prediction: Tensor, reference: Tensor) -> dict[str, float]:
@@ -394,7 +570,7 @@ class Ct(Problem):
         else:
             clean = op.forward(image)
         noisy = self.add_noise(clean, gen)
-        recon = op.fbp(noisy, self.fbp_filter)
+        recon = op.fbp(self.linearised(noisy), self.fbp_filter)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         wall = time.perf_counter() - start
@@ -411,6 +587,8 @@ class Ct(Problem):
                 "pixel_size": op.pixel_size,
                 "detector_spacing": op.detector_spacing,
                 "noise_percent": self.noise_percent,
+                "forward_model": self.forward_model,
+                **({"photons": self.photons} if self.forward_model == "transmission" else {}),
                 "fbp_psnr_db": psnr(recon, image).mean().item(),
                 "fbp_ssim": ssim(recon, image).mean().item(),
                 "wall_time_s": wall,

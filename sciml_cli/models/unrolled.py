@@ -1,0 +1,138 @@
+"""What the learned iterative reconstructions share (learned gradient descent, learned
+primal-dual, TV with learned weights): training on phantoms drawn on the fly, the loss, scoring
+on the problem's fixed images against the classical reconstructions, and the figures.
+
+A method is a fixed number of unrolled iterations that maps a measurement to an image
+(:meth:`Unrolled.reconstruct`); it is trained end to end on the mean squared error to the phantom
+(Adler & Öktem 2017, 2018), with new random-ellipse phantoms at every step (a pure function of
+the seed and the step, so a resumed run sees the same pairs).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..constraints import PositiveInt
+from ..numerics.image_metrics import psnr
+from ..problems.base import Evaluation, InverseProblem
+from .base import Model
+
+#: training seeds: ``seed * SEED_STRIDE + step`` (below the problem's image-set seeds)
+SEED_STRIDE = 10_000_000
+
+
+class Unrolled(Model):
+    """Base of the unrolled reconstructions.
+
+    Parameters
+    ----------
+    problem
+        Supplies the operator, the objective's gradients and the images (inverse-problem view).
+    batch_size
+        Phantoms per training step.
+    loss_weights
+        Weight of the ``mse`` term.
+    """
+
+    requires = (InverseProblem,)
+
+    def __init__(self, problem: InverseProblem, batch_size: PositiveInt = 8,
+                 loss_weights: dict[str, float] | None = None) -> None:
+        super().__init__(loss_weights=loss_weights)
+        self.batch_size = int(batch_size)
+        self.size = int(problem.size)
+
+    @abstractmethod
+    def reconstruct(self, problem: InverseProblem, data: Tensor) -> Tensor:
+        """Images ``[N, S, S]`` from measurements ``[N, ...]``."""
+
+    def learned(self) -> dict[str, Any]:
+        """The learned scalars of the scheme (regularisation weight, step sizes), plain values."""
+        return {}
+
+    def scalars(self) -> dict[str, float]:
+        return {k: v for k, v in self.learned().items() if isinstance(v, float)}
+
+    # -- training ----------------------------------------------------------------------------------
+    def batch(self, problem: InverseProblem, step: int, seed: int) -> dict[str, Tensor]:
+        if not 0 <= step < SEED_STRIDE:
+            raise ValueError(f"step: the phantom seeds support up to {SEED_STRIDE} steps")
+        images, data = problem.training_pairs(self.batch_size, seed=int(seed) * SEED_STRIDE + int(step))
+        return {"images": images, "data": data}
+
+    def loss(self, problem: InverseProblem, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        recon = self.reconstruct(problem, batch["data"])
+        return {"mse": (recon - batch["images"]).pow(2).mean()}
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def evaluate(self, problem: InverseProblem, resolution: int | None = None, split: str = "test") -> Evaluation:
+        """PSNR (dB, each image's own range), SSIM and relative L2 on the random-ellipse images of
+        ``split`` (``psnr``: the validation metric), and on the Shepp–Logan head of the test
+        split (``psnr_shepp_logan``, ...); seconds per reconstructed image."""
+        if resolution not in (None, self.size):
+            raise ValueError(f"resolution: the operator is built for {self.size} x {self.size} images "
+                             f"(supported: {self.size})")
+        metrics: dict[str, float] = {}
+        recons: dict[str, Tensor] = {}
+        sets = problem.image_sets(split)
+        for name, image_set in sets.items():
+            start = time.perf_counter()
+            recon = self.reconstruct(problem, image_set.data)
+            if recon.device.type == "cuda":
+                torch.cuda.synchronize(recon.device)
+            seconds = (time.perf_counter() - start) / image_set.images.shape[0]
+            recons[name] = recon
+            suffix = "" if name == "ellipses" else f"_{name}"
+            scores = problem.metrics(recon, image_set.images)
+            metrics.update({f"{k}{suffix}": v for k, v in scores.items()})
+            metrics[f"seconds_per_image{suffix}"] = seconds
+        ellipses = sets["ellipses"]
+        per_image = psnr(recons["ellipses"].detach().double(), ellipses.images.double())
+        details = {"split": split, "learned": self.learned(),
+                   "images": {name: s.name for name, s in sets.items()},
+                   "psnr_per_image": [round(v, 3) for v in per_image.tolist()]}
+        grid = problem.operator().grid.to(ellipses.images)
+        return Evaluation(metrics, recons["ellipses"], ellipses.images, {"x": grid, "y": grid.clone()},
+                          per_sample=_rel_l2(recons["ellipses"], ellipses.images), details=details)
+
+    def figures(self, problem: InverseProblem, evaluation: Evaluation, title: str) -> dict[str, Any]:
+        """Ground truth and reconstructions side by side with their PSNR: FBP and this method
+        on the first image of each set; on the test split also Tikhonov and TV with their
+        validation-chosen ``lambda`` (``sciml eval``)."""
+        from .. import plotting
+
+        split = evaluation.details.get("split", "test")
+        figures = {}
+        for name, image_set in problem.image_sets(split).items():
+            truth = image_set.images[:1]
+            panels: dict[str, Tensor] = {}
+            if split == "test":
+                one = type(image_set)(truth, image_set.data[:1], image_set.name)
+                panels.update({k: rec.images for k, rec in problem.classical(one).items()})
+            else:
+                panels["fbp"] = problem.initial(image_set.data[:1])
+            with torch.no_grad():
+                panels[type(self).__name__] = self.reconstruct(problem, image_set.data[:1])
+            scores = {k: psnr(v.detach().double(), truth.double()).item() for k, v in panels.items()}
+            figures["" if name == "ellipses" else name] = plotting.reconstruction_figure(
+                truth[0], {k: v[0] for k, v in panels.items()}, scores, title=f"{title}: {image_set.name}")
+        return figures
+
+
+def _rel_l2(prediction: Tensor, reference: Tensor) -> Tensor:
+    diff = (prediction - reference).detach().flatten(1).double()
+    return torch.linalg.vector_norm(diff, dim=1) / torch.linalg.vector_norm(reference.flatten(1).double(), dim=1)
+
+
+def log_tensor(value: float, n: int | None = None, **factory: Any) -> Tensor:
+    """``log(value)`` as a scalar or ``[n]`` tensor: positive parameters are learned in log space.
+    Made in float64 (the trainer casts the model to its dtype), so nothing is lost before."""
+    v = torch.tensor(math.log(value), dtype=torch.float64, **factory)
+    return v if n is None else v.repeat(n)
+
