@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = args[0]
     if command not in COMMANDS:
-        sys.stderr.write(f"sciml: unknown command {command!r}\n\n{usage()}\n")
+        import difflib
+
+        near = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        sys.stderr.write(f"sciml: unknown command {command!r}{hint} (valid: {', '.join(COMMANDS)})\n")
         return 2
     module = importlib.import_module(f"sciml_cli.commands.{command}")
     return module.main(args[1:])

@@ -4,8 +4,10 @@ YAML keys are constructor arguments (``_target_`` names the class), so the const
 signature *is* the schema: unknown keys, wrong types, out-of-range values and choices outside a
 ``Literal`` are reported as one line naming the key, before anything is built or written.
 
-Only classes under :data:`ALLOWED_PREFIXES` may be instantiated. This matters for configs read
-back from a run directory or a checkpoint, which may come from someone else.
+Only registered classes may be instantiated (:func:`import_target`): problems, models, the
+trainer, its phases and callbacks under ``sciml_cli.``, and torch's optimisers, learning-rate
+schedulers and ``torch.nn`` modules; never a function. This matters for configs read back from a
+run directory or a checkpoint, which may come from someone else.
 """
 
 from __future__ import annotations
@@ -44,17 +46,36 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
+#: what a config may build, by kind (see :func:`registered_bases`)
+BUILDABLE = ("sciml_cli problems, models, trainer, phases, callbacks", "torch.optim optimisers and schedulers",
+             "torch.nn modules")
+
+
+def registered_bases() -> tuple[type, ...]:
+    """The base classes a config's ``_target_`` must derive from."""
+    import torch
+
+    from .models.base import Model
+    from .problems.base import Problem
+    from .training.callbacks import Callback
+    from .training.trainer import Phase, Trainer
+
+    return (Problem, Model, Trainer, Phase, Callback, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler,
+            torch.optim.lr_scheduler.ReduceLROnPlateau, torch.nn.Module)
+
+
 def import_target(path: str, key: str) -> Any:
-    """Import ``path`` if it lies in the allowed namespaces."""
+    """Import ``path`` if it lies in the allowed namespaces and is a registered class."""
     if not isinstance(path, str) or not path.startswith(ALLOWED_PREFIXES):
-        raise ConfigError(
-            key, f"{path!r} is outside the classes sciml may build", [p + "*" for p in ALLOWED_PREFIXES]
-        )
+        raise ConfigError(key, f"{path!r} is outside the classes sciml may build", BUILDABLE)
     module_name, _, attr = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        target = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError):
         raise ConfigError(key, f"cannot import {path!r}") from None
+    if not (inspect.isclass(target) and issubclass(target, registered_bases())):
+        raise ConfigError(key, f"{path!r} is not a class sciml may build", BUILDABLE)
+    return target
 
 
 def check(cfg: DictConfig, root: str = "") -> None:

@@ -129,6 +129,9 @@ def learned(runs: list[str], device_name: str, figure: str | None) -> list[dict]
     problem = None
     for run in runs:
         _, prob, model, device = restore(Path(run) / "checkpoints" / "best.pt", device_name)
+        label = type(model).__name__
+        if any(k[0] == label for k in recons):  # a second run of the same method
+            label = f"{label} ({Path(run).name})"
         if problem is None:
             problem = prob
             for name, image_set in problem.image_sets("test").items():
@@ -143,11 +146,11 @@ def learned(runs: list[str], device_name: str, figure: str | None) -> list[dict]
         with torch.no_grad():
             evaluation = model.evaluate(problem, split="test")
             for name, image_set in problem.image_sets("test").items():
-                recons[(type(model).__name__, name)] = model.reconstruct(problem, image_set.data)
+                recons[(label, name)] = model.reconstruct(problem, image_set.data)
         m = evaluation.metrics
         for name in problem.image_sets("test"):
             sfx = "" if name == "ellipses" else f"_{name}"
-            rows.append({"method": type(model).__name__, "images": name, "run": run,
+            rows.append({"method": label, "images": name, "run": run,
                          "reg_weight": evaluation.details["learned"].get("reg_weight"),
                          "psnr": m[f"psnr{sfx}"], "ssim": m[f"ssim{sfx}"],
                          "seconds_per_image": m[f"seconds_per_image{sfx}"]})

@@ -97,3 +97,10 @@ def test_foreign_targets_are_refused():
     cfg = OmegaConf.create({"model": {"_target_": "subprocess.run", "args": ["true"]}})
     with pytest.raises(ConfigError, match="outside the classes sciml may build"):
         config.check(cfg)
+
+
+@pytest.mark.parametrize("target", ["sciml_cli.rundir.write_json", "torch.nn.functional.relu",
+                                    "sciml_cli.numerics.radon.RadonTransform", "torch.nn.init.zeros_"])
+def test_only_registered_classes_are_built_never_a_function(target):
+    with pytest.raises(ConfigError, match="is not a class sciml may build"):
+        config.import_target(target, "model._target_")

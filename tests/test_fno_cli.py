@@ -56,6 +56,13 @@ def test_fno_burgers_train_eval_resolution_sweep_and_surrogate_solve(sciml):
     assert not (run / "plots" / "eval_best.png").exists()  # that is the single-field plot
     assert not (run / "plots" / "eval_best_per_step.png").exists()  # one output snapshot only
     assert "resolution sweep" in proc.stdout and "baseline" in proc.stdout
+    assert result["data_dir"] == "outputs/data"  # eval says which data it scored on
+
+    # a data directory given to eval wins over the run's: the test split is made there
+    proc = sciml("eval", f"run={run}", "paths.data=elsewhere", "output=json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["data_dir"] == "elsewhere"
+    assert [p.name.split("-")[1] for p in (sciml.cwd / "elsewhere").glob("*.h5")] == ["test"]
 
     proc = sciml("solve", "problem=burgers", f"ckpt={run}", "n_samples=10", "repeats=1")
     assert proc.returncode == 0, proc.stderr

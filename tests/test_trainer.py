@@ -273,10 +273,49 @@ def test_config_from_a_run_directory_cannot_build_foreign_classes(sciml, tmp_pat
     state["config"] = state["config"].replace(
         "_target_: sciml_cli.problems.heat.Heat",
         f"_target_: os.system\n  command: touch {marker}")
-    torch.save(state, path)
+    checkpoint.save(path, state)  # a consistent checksum: the config itself is what is refused
     proc = sciml("eval", f"run={run}")
     assert proc.returncode == 2 and "outside the classes sciml may build" in proc.stderr
     assert not marker.exists()
+    # inside the package, a function is refused too: only registered classes are built
+    written = tmp_path / "written.json"
+    state["config"] = state["config"].replace(
+        f"_target_: os.system\n  command: touch {marker}",
+        f"_target_: sciml_cli.rundir.write_json\n  path: {written}\n  data: {{}}")
+    checkpoint.save(path, state)
+    proc = sciml("eval", f"run={run}")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "'sciml_cli.rundir.write_json' is not a class sciml may build" in proc.stderr
+    assert not written.exists()
+
+
+def test_a_flipped_bit_in_a_weight_or_the_optimiser_state_is_caught(sciml):
+    assert sciml("train", *TINY).returncode == 0
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+    for ckpt, where in (("best.pt", "model"), ("last.pt", "optimizer")):
+        path = run / "checkpoints" / ckpt
+        state = torch.load(path, weights_only=True)
+        tensor = next(iter(state["model"].values())) if where == "model" else state["optimizer"]["state"][0]["exp_avg"]
+        bits = tensor.view(torch.int32)
+        bits.view(-1)[0] ^= 1 << 3  # one low mantissa bit: a tiny, silent change of the number
+        torch.save(state, path)  # the file itself stays a valid checkpoint
+    proc = sciml("eval", f"run={run}")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "best.pt fails its checksum" in proc.stderr and "last.pt in the same directory" in proc.stderr
+    proc = sciml("train", *TINY, f"resume={run}")  # refused before anything is written
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "resume: " in proc.stderr and "last.pt fails its checksum" in proc.stderr
+
+
+def test_checkpoints_without_a_checksum_from_version_1_still_load(tmp_path):
+    fit(TINY[:5] + ["optim.steps=4"], tmp_path)
+    path = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["checksum"] == checkpoint.checksum(state)
+    del state["checksum"]
+    state["version"] = 1
+    torch.save(state, path)
+    assert checkpoint.load(path)["step"] == 4
 
 
 def test_a_short_pinn_run_beats_the_error_bound(tmp_path):
@@ -331,3 +370,20 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
         os.umask(old)
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == mode
     assert (tmp_path / "f.json").read_text() == "{}"
+
+
+def test_a_resume_that_cannot_work_is_refused_before_the_run_is_touched(sciml):
+    assert sciml("train", *TINY).returncode == 0
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+    before = {p: p.read_bytes() for p in [run / "run.json", *sorted((run / ".hydra").iterdir())]}
+    proc = sciml("train", *TINY, f"resume={run}", "model.width=8")  # the weights are 16 wide
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("sciml: config error: resume: the weights in") and "do not fit" in proc.stderr
+    assert {p: p.read_bytes() for p in before} == before  # config, overrides and status untouched
+    # a file that is no checkpoint: nothing is created beside it
+    notes = sciml.cwd / "a" / "b" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("not a checkpoint\n")
+    proc = sciml("train", *TINY, f"resume={notes}")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a readable checkpoint" in proc.stderr
+    assert sorted(p.name for p in (sciml.cwd / "a").rglob("*")) == ["b", "notes.txt"]

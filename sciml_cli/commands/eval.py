@@ -28,17 +28,28 @@ def preflight(overrides: list[str]) -> None:
     cfg, _ = compose("eval", overrides)
     if OmegaConf.is_missing(cfg, "run"):
         raise ConfigError("run", "required: the run directory to evaluate, e.g. run=outputs/train/heat-pinn/<time>")
+    positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0  # noqa: E731
+    if cfg.resolution is not None and not positive(cfg.resolution):
+        raise ConfigError("resolution", f"must be a positive integer or null, got {cfg.resolution!r}")
+    if cfg.resolutions is not None and not (OmegaConf.is_list(cfg.resolutions) and all(map(positive, cfg.resolutions))):
+        raise ConfigError("resolutions", f"must be a list of positive integers, e.g. [256,512], got {cfg.resolutions!r}")
     _checkpoint_path(cfg)
 
 
-def restore(path: Path, device_name: str):
-    """``(state, problem, model, device)`` rebuilt from a checkpoint alone, model in eval mode."""
+def restore(path: Path, device_name: str, data_dir: str | None = None):
+    """``(state, problem, model, device)`` rebuilt from a checkpoint alone, model in eval mode;
+    ``data_dir`` replaces the data directory the run was trained with (for problems with one)."""
     from ..errors import CheckpointError
     from ..training import checkpoint
     from ..training.trainer import DTYPES, resolve_device
 
     state = checkpoint.load(path)
-    saved = OmegaConf.create(state["config"])
+    try:
+        saved = OmegaConf.create(state["config"])
+    except Exception as err:  # a damaged or hand-edited config: one line, not a parser traceback
+        raise CheckpointError(f"{path}: its stored config is not valid YAML: {str(err).splitlines()[0][:160]}") from None
+    if data_dir is not None and "data_dir" in saved.problem:
+        saved.problem.data_dir = str(data_dir)
     config.check(saved)  # refuses any class outside sciml_cli and torch before building one
     device = resolve_device(device_name)
     dtype = DTYPES[saved.trainer.get("dtype", "float32")]
@@ -55,6 +66,7 @@ def restore(path: Path, device_name: str):
 @reporting
 def task(cfg: DictConfig) -> dict:
     import torch
+    from hydra.core.hydra_config import HydraConfig
     from rich.table import Table
 
     from .. import plotting
@@ -62,7 +74,9 @@ def task(cfg: DictConfig) -> dict:
     path = _checkpoint_path(cfg)
     run = path.parent.parent
     output.context(run_dir=str(run))
-    state, problem, model, device = restore(path, cfg.device)
+    # a data directory given to eval wins over the one the run was trained with
+    given = any(o.split("=")[0].lstrip("+~") in ("paths.data", "paths.outputs") for o in HydraConfig.get().overrides.task)
+    state, problem, model, device = restore(path, cfg.device, str(cfg.paths.data) if given else None)
     with torch.no_grad():
         evaluation = model.evaluate(problem, resolution=cfg.resolution)
         baselines = problem.baselines()  # of the data just evaluated, before the sweep loads more
@@ -71,6 +85,8 @@ def task(cfg: DictConfig) -> dict:
         "run": str(run), "checkpoint": str(path), "step": state["step"],
         "resolution": cfg.resolution, "device": str(device), "metrics": evaluation.metrics,
     }
+    if getattr(problem, "data_dir", None) is not None:
+        result["data_dir"] = str(problem.data_dir)  # which data it scored on
     if sweep:
         result["resolution_sweep"] = sweep
     if baselines:

@@ -31,7 +31,7 @@ def preflight(overrides: list[str], config_name: str = "train") -> None:
         if cfg.get("resume") is not None:
             if config_name != "train":
                 raise ConfigError("resume", "a sweep cannot resume; resume its runs one by one")
-            _check_resume(cfg, choices)
+            _check_resume(cfg, choices, job)
 
 
 def _check_phases(cfg: DictConfig) -> None:
@@ -55,16 +55,36 @@ def _check_phases(cfg: DictConfig) -> None:
             raise ConfigError(key, str(cause).strip().splitlines()[0]) from None
 
 
-def _check_resume(cfg: DictConfig, choices: dict[str, str]) -> None:
+def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> None:
+    """The checkpoint to resume from loads (format, checksum), and the model of its config with
+    this command's overrides takes its weights: all before anything is written."""
+    from ..errors import CheckpointError
+    from ..training import checkpoint
+
     resume = str(cfg.resume)
     if resume == "auto":
         base = Path(cfg.paths.outputs) / "train" / f"{choices['problem']}-{choices['model']}"
-        if rundir.newest_run(base) is None:
+        run = rundir.newest_run(base)
+        if run is None:
             raise ConfigError("resume", f"resume=auto found no run with a checkpoint under {base}")
-        return
-    path = rundir.resume_checkpoint(resume)
-    if not path.is_file():
-        raise ConfigError("resume", f"no checkpoint at {path}", ["auto", "<run dir>", "<checkpoint file>"])
+        path = rundir.resume_checkpoint("auto", run)
+    else:
+        path = rundir.resume_checkpoint(resume)
+        if not path.is_file():
+            raise ConfigError("resume", f"no checkpoint at {path}", ["auto", "<run dir>", "<checkpoint file>"])
+    try:
+        state = checkpoint.load(path)
+    except CheckpointError as err:
+        raise ConfigError("resume", str(err)) from None
+    merged = _resumed_config(state["config"], cfg, overrides)
+    config.check(merged)
+    problem = config.instantiate(merged.problem)
+    model = config.instantiate(merged.model, problem=problem)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ConfigError("resume", f"the weights in {path} do not fit the model with these overrides: "
+                                    f"{str(err).strip().splitlines()[-1].strip()[:200]}") from None
 
 
 def _flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -86,7 +106,10 @@ def _flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
 
 def _resumed_config(saved_yaml: str, composed: DictConfig, overrides: list[str]) -> DictConfig:
     """The checkpoint's config with this command's explicit ``key=value`` overrides on top."""
-    saved = OmegaConf.create(saved_yaml)
+    try:
+        saved = OmegaConf.create(saved_yaml)
+    except Exception as err:  # a damaged or hand-edited config: one line, not a parser traceback
+        raise ConfigError("resume", f"the checkpoint's stored config is not valid YAML: {str(err).splitlines()[0][:160]}") from None
     for group in RESUME_GROUPS:
         if composed[group]._target_ != saved[group]._target_:
             raise ConfigError(group, f"a resumed run keeps its {group} ({saved[group]._target_})")
@@ -131,10 +154,11 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
     try:
         summary = trainer.fit(model, problem, run_dir, config_yaml, resume=resume_state,
                               hparams=_flat({k: container[k] for k in ("model", "problem", "optim")}))
-    except SciMLError as err:
-        status = "interrupted" if err.exit_code >= 128 else "failed"
-        rundir.write_json(run_dir / "run.json", {**info, "status": status, "error": str(err),
-                                                 "wall_time_s": round(trainer.elapsed, 3)})
+    except BaseException as err:  # any exit Python sees leaves run.json saying how the run ended
+        interrupted = isinstance(err, KeyboardInterrupt) or getattr(err, "exit_code", 1) >= 128
+        message = str(err) if isinstance(err, SciMLError) else f"{type(err).__name__}: {err}"
+        rundir.write_json(run_dir / "run.json", {**info, "status": "interrupted" if interrupted else "failed",
+                                                 "error": message, "wall_time_s": round(trainer.elapsed, 3)})
         raise
     if trainer.last_eval is not None:  # the model's own figures of its last validation
         for key, fig in model.figures(problem, trainer.last_eval, f"step {trainer.step}").items():
@@ -170,6 +194,14 @@ def task(cfg: DictConfig) -> float | None:
             rundir.write_json(run_dir / "metrics.json", {"status": "failed", "error": str(err)})
             return None
         sys.exit(code)
+    except Exception as err:
+        if not multirun or full_error():
+            raise  # a bug: the traceback is what helps
+        # a sweep records the job as failed and goes on; the summary lists it
+        message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        sys.stderr.write(f"sciml: error: job {hc.job.num} failed: {message}\n")
+        rundir.write_json(run_dir / "metrics.json", {"status": "failed", "error": message})
+        return None
     key = f"val/{metrics['val_metric']}"
     value = metrics.get(key)
     # the one line a script reads, in quiet mode too (quiet means no progress bar)

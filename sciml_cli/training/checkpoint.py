@@ -1,11 +1,15 @@
 """Checkpoints: a plain dict of tensors and plain values, written atomically.
 
 They load with ``torch.load(weights_only=True)``, so a checkpoint cannot run code. Each holds the
-resolved config as YAML text, which is all ``sciml eval`` needs to rebuild the model.
+resolved config as YAML text, which is all ``sciml eval`` needs to rebuild the model, and a
+SHA-256 checksum of everything else (every tensor's bytes, dtype and shape, every plain value),
+verified on loading: a flipped bit in a weight or in the optimiser state is an error, not a
+silently different result.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
@@ -20,7 +24,7 @@ import torch
 from ..errors import CheckpointError, SciMLError
 
 FORMAT = "sciml-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: with a checksum; version 1 files (no checksum) still load
 
 
 def atomic_write(path: Path, write) -> None:
@@ -43,10 +47,53 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)  # the rename itself survives a power cut
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def checksum(state: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint's contents but its ``checksum``: keys in sorted order, tensors by
+    dtype, shape and bytes, plain values by ``repr``."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for k in sorted(value, key=repr):
+                digest.update(repr(k).encode())
+                feed(value[k])
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for v in value:
+                feed(v)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode())
+
+    feed({k: v for k, v in state.items() if k != "checksum"})
+    return digest.hexdigest()
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
     state = {"format": FORMAT, "version": VERSION, **state}
+    state["checksum"] = checksum(state)
     try:
         atomic_write(path, lambda tmp: torch.save(state, tmp))
     except OSError as err:
@@ -64,8 +111,12 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or foreign file): {first[:160]}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a sciml checkpoint")
-    if state.get("version") != VERSION:
+    if state.get("version") not in (1, VERSION):
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')}, expected {VERSION}")
+    if state["version"] >= 2 and state.get("checksum") != checksum(state):
+        other = "best.pt" if path.name != "best.pt" else "last.pt"
+        raise CheckpointError(f"{path} fails its checksum: the file changed after it was written (a damaged "
+                              f"disk or copy); {other} in the same directory may be intact")
     return state
 
 
