@@ -16,8 +16,7 @@ correction of it.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 from ..constraints import PositiveFloat, PositiveInt
 from ..nn import ConvNet
 from ..problems.base import InverseProblem
-from .unrolled import Unrolled, log_tensor
+from .unrolled import Unrolled
 
 
 class LGD(Unrolled):
@@ -71,13 +70,7 @@ class LGD(Unrolled):
         if memory < 0:
             raise ValueError(f"memory: must be >= 0, got {memory}")
         self.iterations, self.memory, self.initial = int(iterations), int(memory), initial
-        lam = float(problem.reg_weight if reg_weight is None else reg_weight)
-        if lam <= 0:
-            raise ValueError("reg_weight: the learned lambda starts from a positive value "
-                             "(the problem's reg_weight is 0; set model.reg_weight)")
-        self.log_reg_weight = nn.Parameter(log_tensor(lam), requires_grad=learn_reg_weight)
-        self.log_steps = nn.Parameter(log_tensor(problem.step_size(reg_weight=lam), self.iterations),
-                                      requires_grad=learn_steps)
+        self._learn_weights(problem, reg_weight, learn_reg_weight=learn_reg_weight, learn_steps=learn_steps)
         n_nets = 1 if share_weights else self.iterations
         self.nets = nn.ModuleList(ConvNet(3 + self.memory, 1 + self.memory, width, depth, zero_last=True)
                                   for _ in range(n_nets))
@@ -94,8 +87,3 @@ class LGD(Unrolled):
             a = a - (g_data + g_reg) + out[:, 0]
             memory = out[:, 1:]
         return a
-
-    def learned(self) -> dict[str, Any]:
-        steps = self.log_steps.detach().exp().cpu().tolist()
-        return {"reg_weight": math.exp(self.log_reg_weight.item()), "step_first": steps[0], "step_last": steps[-1],
-                "steps": [round(s, 6) for s in steps]}

@@ -7,14 +7,11 @@ weight in the spirit of Haber & Tenorio 2003). No network: a few dozen numbers.
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..constraints import PositiveFloat, PositiveInt
 from ..problems.base import InverseProblem
-from .unrolled import Unrolled, log_tensor
+from .unrolled import Unrolled
 
 
 class TVLearned(Unrolled):
@@ -43,12 +40,7 @@ class TVLearned(Unrolled):
     ) -> None:
         super().__init__(problem, batch_size=batch_size, loss_weights=loss_weights)
         self.iterations = int(iterations)
-        lam = float(problem.reg_weight if reg_weight is None else reg_weight)
-        if lam <= 0:
-            raise ValueError("reg_weight: the learned lambda starts from a positive value "
-                             "(the problem's reg_weight is 0; set model.reg_weight)")
-        self.log_reg_weight = nn.Parameter(log_tensor(lam))
-        self.log_steps = nn.Parameter(log_tensor(step_scale * problem.step_size(reg_weight=lam), self.iterations))
+        self._learn_weights(problem, reg_weight, step_scale)
 
     def reconstruct(self, problem: InverseProblem, data: Tensor) -> Tensor:
         a = problem.initial(data)
@@ -57,8 +49,3 @@ class TVLearned(Unrolled):
         for k in range(self.iterations):
             a = a - steps[k] * (problem.data_fidelity_gradient(a, data) + lam * problem.regulariser_gradient(a))
         return a
-
-    def learned(self) -> dict[str, Any]:
-        steps = self.log_steps.detach().exp().cpu().tolist()
-        return {"reg_weight": math.exp(self.log_reg_weight.item()), "step_first": steps[0], "step_last": steps[-1],
-                "steps": [round(s, 6) for s in steps]}

@@ -16,7 +16,7 @@ from abc import abstractmethod
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..constraints import PositiveInt
 from ..numerics.image_metrics import psnr
@@ -52,9 +52,25 @@ class Unrolled(Model):
     def reconstruct(self, problem: InverseProblem, data: Tensor) -> Tensor:
         """Images ``[N, S, S]`` from measurements ``[N, ...]``."""
 
+    def _learn_weights(self, problem: InverseProblem, reg_weight: float | None, step_scale: float = 1.0,
+                       learn_reg_weight: bool = True, learn_steps: bool = True) -> None:
+        """``lambda`` (from ``reg_weight``, else the problem's) and one step per iteration (from
+        ``step_scale / L``) as parameters in log space, ``log_reg_weight`` and ``log_steps``."""
+        lam = float(problem.reg_weight if reg_weight is None else reg_weight)
+        if lam <= 0:
+            raise ValueError("reg_weight: the learned lambda starts from a positive value "
+                             "(the problem's reg_weight is 0; set model.reg_weight)")
+        self.log_reg_weight = nn.Parameter(log_tensor(lam), requires_grad=learn_reg_weight)
+        self.log_steps = nn.Parameter(log_tensor(step_scale * problem.step_size(reg_weight=lam), self.iterations),
+                                      requires_grad=learn_steps)
+
     def learned(self) -> dict[str, Any]:
         """The learned scalars of the scheme (regularisation weight, step sizes), plain values."""
-        return {}
+        if not hasattr(self, "log_steps"):
+            return {}
+        steps = self.log_steps.detach().exp().cpu().tolist()
+        return {"reg_weight": math.exp(self.log_reg_weight.item()), "step_first": steps[0], "step_last": steps[-1],
+                "steps": [round(s, 6) for s in steps]}
 
     def scalars(self) -> dict[str, float]:
         return {k: v for k, v in self.learned().items() if isinstance(v, float)}
