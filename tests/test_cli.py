@@ -218,9 +218,9 @@ def _check_tensorboard(tb, metrics, history, lr):
     "args, message",
     [(["run=does/not/exist"], "run: no such run directory"), ([], "run: required"),
      (["run=.", "checkpoint=middle"], "checkpoint: unknown checkpoint"),
-     (["run=.", "resolution=abc"], "resolution: must be a positive integer or null, got 'abc'"),
-     (["run=.", "resolution=-8"], "resolution: must be a positive integer or null, got -8"),
-     (["run=.", "resolutions=[64,0]"], "resolutions: must be a list of positive integers")],
+     (["run=.", "resolution=abc"], "resolution: must be a positive integer, got 'abc'"),
+     (["run=.", "resolution=-8"], "resolution: must be a positive integer, got -8"),
+     (["run=.", "resolutions=[64,0]"], "resolutions.1: must be a positive integer, got 0")],
 )
 def test_eval_bad_input(sciml, args, message):
     proc = sciml("eval", *args)

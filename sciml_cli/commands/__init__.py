@@ -65,6 +65,14 @@ def check_group_choices(parsed: Iterable[Any]) -> None:
                     raise ConfigError(group, f"unknown option {str(v)!r}", options)
 
 
+def check_positive_ints(values: dict[str, Any]) -> None:
+    """Each value is null or a positive integer (a command's own keys, which no constructor
+    signature checks), reported by its key."""
+    for key, v in values.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(key, f"must be a positive integer, got {v!r}")
+
+
 def expand(overrides: list[str]) -> list[list[str]]:
     """Every job of a sweep, as override lists (one list when nothing sweeps)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper

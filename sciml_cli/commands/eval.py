@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import config, output, rundir
 from ..errors import ConfigError, reporting
-from . import compose, run_app
+from . import check_positive_ints, compose, run_app
 
 
 def _checkpoint_path(cfg: DictConfig) -> Path:
@@ -28,11 +28,11 @@ def preflight(overrides: list[str]) -> None:
     cfg, _ = compose("eval", overrides)
     if OmegaConf.is_missing(cfg, "run"):
         raise ConfigError("run", "required: the run directory to evaluate, e.g. run=outputs/train/heat-pinn/<time>")
-    positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0  # noqa: E731
-    if cfg.resolution is not None and not positive(cfg.resolution):
-        raise ConfigError("resolution", f"must be a positive integer or null, got {cfg.resolution!r}")
-    if cfg.resolutions is not None and not (OmegaConf.is_list(cfg.resolutions) and all(map(positive, cfg.resolutions))):
-        raise ConfigError("resolutions", f"must be a list of positive integers, e.g. [256,512], got {cfg.resolutions!r}")
+    check_positive_ints({"resolution": cfg.resolution})
+    if cfg.resolutions is not None:
+        if not OmegaConf.is_list(cfg.resolutions):
+            raise ConfigError("resolutions", f"must be a list of positive integers, e.g. [256,512], got {cfg.resolutions!r}")
+        check_positive_ints({f"resolutions.{i}": r for i, r in enumerate(cfg.resolutions)})
     _checkpoint_path(cfg)
 
 
@@ -50,7 +50,7 @@ def restore(path: Path, device_name: str, data_dir: str | None = None):
         raise CheckpointError(f"{path}: its stored config is not valid YAML: {str(err).splitlines()[0][:160]}") from None
     if data_dir is not None and "data_dir" in saved.problem:
         saved.problem.data_dir = str(data_dir)
-    config.check(saved)  # refuses any class outside sciml_cli and torch before building one
+    config.check(saved)  # refuses anything but registered classes before building one
     device = resolve_device(device_name)
     dtype = DTYPES[saved.trainer.get("dtype", "float32")]
     problem = config.instantiate(saved.problem).to(device, dtype)

@@ -9,19 +9,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import config, output, rundir
 from ..errors import reporting
-from . import compose, expand, run_app
+from . import check_positive_ints, compose, expand, run_app
 
 
 def preflight(overrides: list[str]) -> None:
     for job in expand(overrides):
         cfg, _ = compose("solve", job)
         config.check(cfg)
-        for key in ("resolution", "n_samples", "batch_size"):
-            v = cfg.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                from ..errors import ConfigError
-
-                raise ConfigError(key, f"must be a positive integer, got {v!r}")
+        check_positive_ints({k: cfg.get(k) for k in ("resolution", "n_samples", "batch_size", "repeats")})
 
 
 FRESH_SEED_OFFSET = 1000  # far from the train/val/test split seeds
