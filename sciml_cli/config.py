@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import re
 import types
 import typing
@@ -165,8 +166,8 @@ def _check_target(raw: Mapping, node: Mapping, path: str) -> None:
             problem = _type_problem(value, hints[key])
             if problem:
                 raise ConfigError(where, problem, _choices(hints[key]))
-        if key == "lr" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-            raise ConfigError(where, f"learning rate must be a number > 0, got {value!r}")
+        if key == "lr" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf):
+            raise ConfigError(where, f"learning rate must be a finite number > 0, got {value!r}")
     if not node.get("_partial_", False):
         missing = [
             n for n, p in params.items()
@@ -224,6 +225,8 @@ def _type_problem(value: Any, hint: Any) -> str | None:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"expected a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"expected a finite number, got {value!r}"
         return _bounds_problem(value, meta)
     if hint is str:
         return None if isinstance(value, str) else f"expected a string, got {value!r}"

@@ -22,6 +22,7 @@ def preflight(overrides: list[str], config_name: str = "train") -> None:
     for job in expand(overrides):
         cfg, choices = compose(config_name, job)
         config.check(cfg)
+        _check_writable("paths.outputs", Path(str(cfg.paths.outputs)))
         check_compatible(cfg)
         _check_phases(cfg)
         if config_name == "train":  # a sweep's jobs may run elsewhere (a GPU node)
@@ -32,6 +33,19 @@ def preflight(overrides: list[str], config_name: str = "train") -> None:
             if config_name != "train":
                 raise ConfigError("resume", "a sweep cannot resume; resume its runs one by one")
             _check_resume(cfg, choices, job)
+
+
+def _check_writable(key: str, path: Path) -> None:
+    """``path`` is a directory we can write in, or can be made in one."""
+    import os
+
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(key, f"cannot make {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(key, f"cannot write under {existing} (permission denied)")
 
 
 def _check_phases(cfg: DictConfig) -> None:
