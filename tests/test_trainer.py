@@ -387,3 +387,19 @@ def test_a_resume_that_cannot_work_is_refused_before_the_run_is_touched(sciml):
     proc = sciml("train", *TINY, f"resume={notes}")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a readable checkpoint" in proc.stderr
     assert sorted(p.name for p in (sciml.cwd / "a").rglob("*")) == ["b", "notes.txt"]
+
+
+def test_resuming_a_finished_run_keeps_its_metrics_whole(sciml):
+    """resume=auto on a run that has nothing left to do reports it finished, and metrics.json
+    keeps every field with the same numbers (losses from the checkpoint, validation redone)."""
+    assert sciml("train", *TINY).returncode == 0
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+    before = json.loads((run / "metrics.json").read_text())
+    proc = sciml("train", *TINY, "resume=auto")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("sciml train: finished heat-pinn") and proc.stdout.rstrip().endswith(str(run))
+    after = json.loads((run / "metrics.json").read_text())
+    before.pop("wall_time_s"), after.pop("wall_time_s")
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert after[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key

@@ -313,6 +313,7 @@ class Trainer:
             "history": self.history,
             "elapsed": self.elapsed,
             "metrics": self.last_eval.metrics if self.last_eval else {},
+            "last_logs": dict(self.last_logs),  # so a resumed run that has nothing left to do reports them
             "rng": checkpoint.rng_state(),
             "config": self.config_yaml,
         }
@@ -330,6 +331,7 @@ class Trainer:
         if self.phase_index >= len(self.phases):
             raise ConfigError("resume", f"the checkpoint is in phase {self.phase_index + 1} but optim has {len(self.phases)}")
         self.best, self.history, self.elapsed = state["best"], list(state["history"]), state["elapsed"]
+        self.last_logs = dict(state.get("last_logs", {}))
         checkpoint.set_rng_state(state["rng"])
         return {"optimizer": state["optimizer"], "scheduler": state["scheduler"]}
 
