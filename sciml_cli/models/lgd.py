@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..constraints import PositiveFloat, PositiveInt
+from ..constraints import NonNegativeInt, PositiveFloat, PositiveInt
 from ..nn import ConvNet
 from ..problems.base import InverseProblem
 from .unrolled import Unrolled
@@ -55,7 +55,7 @@ class LGD(Unrolled):
         self,
         problem: InverseProblem,
         iterations: PositiveInt = 10,
-        memory: int = 5,
+        memory: NonNegativeInt = 5,
         width: PositiveInt = 32,
         depth: PositiveInt = 3,
         share_weights: bool = True,
@@ -67,8 +67,6 @@ class LGD(Unrolled):
         loss_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__(problem, batch_size=batch_size, loss_weights=loss_weights)
-        if memory < 0:
-            raise ValueError(f"memory: must be >= 0, got {memory}")
         self.iterations, self.memory, self.initial = int(iterations), int(memory), initial
         self._learn_weights(problem, reg_weight, learn_reg_weight=learn_reg_weight, learn_steps=learn_steps)
         n_nets = 1 if share_weights else self.iterations
