@@ -198,6 +198,51 @@ def reconstruction_figure(truth: Tensor, reconstructions: dict[str, Tensor], sco
     return fig
 
 
+def curves_figure(x: Tensor, curves: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = ""):
+    """One curve per name against ``x`` on a log scale (e.g. each method's error over a rollout)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    for name, values in curves.items():
+        ax.semilogy(_np(x), np.asarray(values, dtype=float), label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def snapshots_figure(rows: dict[str, Tensor], times: Sequence[float], title: str = ""):
+    """States at a few times, one column per time: in 1D (``[T, X]`` per name) every name in the
+    same panel; in 2D (``[T, X, Y]``) one row per name on the colour scale of the first."""
+    first = next(iter(rows.values()))
+    two_d = first.ndim == 3
+    n_rows = len(rows) if two_d else 1
+    fig, axes = plt.subplots(n_rows, len(times), figsize=(2.8 * len(times), 2.6 * n_rows + 0.4),
+                             constrained_layout=True, squeeze=False)
+    limit = float(first.abs().max())
+    for j, t in enumerate(times):
+        for i, (name, states) in enumerate(rows.items()):
+            if two_d:
+                ax = axes[i, j]
+                ax.imshow(_np(states[j]).T, origin="lower", extent=(0, 1, 0, 1), cmap="RdBu_r",
+                          vmin=-limit, vmax=limit)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{name}, t = {t:.3g}", fontsize=8)
+            else:
+                ax = axes[0, j]
+                n = states.shape[-1]
+                ax.plot(np.arange(n) / n, _np(states[j]), label=name, lw=1.2)
+                ax.set_title(f"t = {t:.3g}", fontsize=9)
+                ax.set_xlabel("x")
+    if not two_d:
+        axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def loss_figure(history: Sequence[Sequence[float]]):
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     if history:

@@ -1,14 +1,16 @@
 """Networks any method can build: the MLP (activations, initialisation, Fourier features,
 derivatives with respect to its inputs in one forward pass), the residual network of the Deep
-Ritz method, the Fourier layers of the FNO and the small CNN of learned iterative reconstruction.
+Ritz method, the Fourier layers of the FNO, the small CNN of learned iterative reconstruction and the
+periodic residual CNN of solver-in-the-loop corrections.
 
 A network maps tensors to tensors and knows nothing of problems; a method (``models/``) owns
 the objective, the data and the evaluation and builds the network it needs from here.
 """
 
 from ..numerics.autodiff import parse_derivative
-from .cnn import ConvNet
-from .fourier import FourierLayer, SpectralConv, pointwise
+from .cnn import ConvNet, PeriodicResNet
+from .fourier import FourierLayer, FourierNet, SpectralConv, pointwise
 from .mlp import ACTIVATIONS, MLP, Derivatives, ResNet
 
-__all__ = ["ACTIVATIONS", "ConvNet", "MLP", "Derivatives", "FourierLayer", "SpectralConv", "parse_derivative", "ResNet", "pointwise"]
+__all__ = ["ACTIVATIONS", "ConvNet", "MLP", "Derivatives", "FourierLayer", "FourierNet", "PeriodicResNet", "SpectralConv",
+           "parse_derivative", "ResNet", "pointwise"]

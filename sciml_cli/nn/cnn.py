@@ -36,3 +36,41 @@ class ConvNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+
+class PeriodicResNet(nn.Module):
+    """A residual CNN on periodic grids in one or two dimensions: a lifting convolution, ``blocks``
+    residual blocks of two convolutions with a GELU between them, and a projecting convolution,
+    all with circular padding, so the network is translation-equivariant on the torus and its
+    output wraps around like the solution (the correction network of solver-in-the-loop
+    training, Um et al. 2020, who use a ResNet of 5 x 5 convolutions).
+
+    ``[B, in_channels, *S]`` -> ``[B, out_channels, *S]``; ``zero_last`` starts the projection at
+    zero, so a hybrid model starts as its plain solver.
+    """
+
+    def __init__(self, n_dims: int, in_channels: int, out_channels: int, width: int = 16, blocks: int = 3,
+                 kernel: int = 3, zero_last: bool = True) -> None:
+        super().__init__()
+        if n_dims not in (1, 2):
+            raise ValueError(f"n_dims: 1 or 2, got {n_dims}")
+        if kernel % 2 == 0:
+            raise ValueError(f"kernel: must be odd to keep the grid size, got {kernel}")
+        conv = nn.Conv1d if n_dims == 1 else nn.Conv2d
+
+        def layer(c_in: int, c_out: int) -> nn.Module:
+            return conv(c_in, c_out, kernel, padding=kernel // 2, padding_mode="circular")
+
+        self.lift = layer(in_channels, width)
+        self.blocks = nn.ModuleList(nn.Sequential(layer(width, width), nn.GELU(), layer(width, width))
+                                    for _ in range(blocks))
+        self.project = layer(width, out_channels)
+        if zero_last:
+            nn.init.zeros_(self.project.weight)
+            nn.init.zeros_(self.project.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        v = nn.functional.gelu(self.lift(x))
+        for block in self.blocks:
+            v = nn.functional.gelu(v + block(v))
+        return self.project(v)

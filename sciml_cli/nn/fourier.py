@@ -133,3 +133,28 @@ class FourierLayer(nn.Module):
 
     def forward(self, v: Tensor) -> Tensor:
         return self.spectral(v) + pointwise(self.linear, v)
+
+
+class FourierNet(nn.Module):
+    """A small FNO body as a network: pointwise lifting to ``width`` channels, ``layers`` Fourier
+    layers with GELU between them, pointwise projection; ``[B, in_channels, *S]`` ->
+    ``[B, out_channels, *S]`` at any resolution with at least ``2 modes`` points per axis.
+    ``zero_last`` starts the projection at zero."""
+
+    def __init__(self, n_dims: int, in_channels: int, out_channels: int, width: int = 16, modes: int = 8,
+                 layers: int = 3, zero_last: bool = True) -> None:
+        super().__init__()
+        self.lift = nn.Linear(in_channels, width)
+        self.layers = nn.ModuleList(FourierLayer(width, modes, n_dims) for _ in range(layers))
+        self.project = nn.Linear(width, out_channels)
+        if zero_last:
+            nn.init.zeros_(self.project.weight)
+            nn.init.zeros_(self.project.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        v = pointwise(self.lift, x)
+        for i, layer in enumerate(self.layers):
+            v = layer(v)
+            if i < len(self.layers) - 1:
+                v = nn.functional.gelu(v)
+        return pointwise(self.project, v)

@@ -199,3 +199,32 @@ def grf_2d(
     ``|m_y| = n/2`` are zero. Other parameters as :func:`grf_1d`.
     """
     return _grf(n_samples, n, 2, alpha, tau, sigma, generator, length, factory)
+
+
+def restrict(u: Tensor, n: int, n_dims: int = 1) -> Tensor:
+    """Spectral truncation of a periodic field to ``n`` points per axis: the coarse grid
+    function whose Fourier modes are those of ``u`` with ``|m| < n / 2`` (the coarse Nyquist
+    mode, which a real grid function cannot carry as a general complex coefficient, dropped).
+
+    ``u`` is ``[..., m]`` (``n_dims = 1``) or ``[..., m, m]`` (``n_dims = 2``) with ``n <= m``;
+    ``n`` even. Restriction commutes with sampling for band-limited fields (a field with modes
+    ``|k| < n / 2`` is returned as its own samples on the coarse grid), is a projection
+    (restricting twice equals once), and keeps the mean exactly.
+    """
+    if n_dims not in (1, 2):
+        raise ValueError(f"n_dims: 1 or 2, got {n_dims}")
+    m = u.shape[-1]
+    if n % 2 or n < 2 or n > m or (n_dims == 2 and u.shape[-2] != m):
+        raise ValueError(f"restrict: cannot restrict a grid of {tuple(u.shape[-n_dims:])} to an even {n} per axis")
+    half = n // 2
+    if n_dims == 1:
+        coarse = torch.fft.rfft(u)[..., :half + 1].clone()
+        coarse[..., half] = 0
+        return torch.fft.irfft(coarse * (n / m), n=n)
+    full = torch.fft.rfft2(u)
+    rows = torch.cat([torch.arange(half, device=u.device), torch.arange(m - half + 1, m, device=u.device)])
+    coarse = full[..., rows, :half + 1]  # the row of mode -n/2 and the column n/2: zero below
+    coarse = torch.cat([coarse[..., :half, :], coarse.new_zeros(*coarse.shape[:-2], 1, half + 1),
+                        coarse[..., half:, :]], dim=-2)
+    coarse[..., half] = 0
+    return torch.fft.irfft2(coarse * (n * n / (m * m)), s=(n, n))

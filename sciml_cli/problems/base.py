@@ -10,10 +10,10 @@ table. Adding a view to a problem makes every model that asks for it work there.
 
 Views so far: :class:`PhysicsResidual` (PINN), :class:`EnergyFunctional` (Deep Ritz),
 :class:`OperatorData` (FNO), :class:`Trajectories` (neural ODE, UDE) and :class:`InverseProblem`
-(learned gradient descent, learned primal-dual, TV with learned weights); the first two share
+(learned gradient descent, learned primal-dual, TV with learned weights) and
+:class:`DifferentiableSolver` (the hybrid solver-in-the-loop model); the first two share
 :class:`FieldDomain` (coordinates, domain sampling on boxes and other shapes, the reference and
-exact solution, exact boundary conditions). The model to come adds its view here together with
-the model: a differentiable solver (solver-in-the-loop).
+exact solution, exact boundary conditions).
 
 The validation metric of a problem (:attr:`Problem.val_metric`) comes with its direction
 (:attr:`Problem.val_direction`): relative errors are minimised, PSNR is maximised; ``best.pt``,
@@ -522,6 +522,148 @@ class InverseProblem(ABC):
         on the validation split (never on a test image)."""
 
 
+class DifferentiableSolver(ABC):
+    """View for hybrid models that put a network inside a solver (solver in the loop, Um et al.
+    2020; Kochkov et al. 2021): a cheap coarse time step, the fine reference it should match, the
+    restriction between their grids, and reference trajectories at the coarse time step.
+
+    States are periodic grid functions ``[B, *S]`` with ``len(S) == n_dims`` equal axes. The
+    problem supplies :meth:`step` (its coarse scheme on any grid, differentiable, with an
+    optional extra forcing term inside the step), :meth:`reference_step` (its accurate scheme),
+    random initial states on the fine grid, and a Courant number; the rest is derived here:
+
+    * :meth:`restrict`: spectral truncation from the fine to a coarse grid;
+    * :meth:`reference_trajectories`: fine solutions from ``fine_resolution`` initial states,
+      integrated with :meth:`reference_step` at ``dt`` and restricted to ``coarse_resolution``
+      every ``coarse_dt``; cached through the data layer;
+    * :meth:`solver_trajectories`: the coarse scheme alone on a grid of ``resolution`` points
+      (the coarse one, or 2x, 4x finer) from the same initial states, restricted to the coarse
+      grid, with the time step shrunk in proportion to the grid (the same Courant number), so
+      the error of a learned model reads as "as accurate as the plain solver on N x the grid".
+    """
+
+    n_dims: int
+    #: points per axis of the coarse grid the hybrid runs on, and its time step
+    coarse_resolution: int
+    coarse_dt: float
+    #: points per axis and time step of the reference
+    fine_resolution: int
+    dt: float
+    #: largest Courant number (see :meth:`courant`) at which the coarse scheme is stable
+    max_courant: float = 1.0
+
+    @abstractmethod
+    def coarse_step(self, state: Tensor, dt: float | Tensor, forcing: Tensor | None = None) -> Tensor:
+        """One step of the coarse scheme on the state's own grid, ``[B, *S]`` -> ``[B, *S]``;
+        ``forcing`` ``[B, *S]`` is added to the right-hand side inside the step."""
+
+    @abstractmethod
+    def reference_step(self, state: Tensor, dt: float) -> Tensor:
+        """One step of the reference scheme, ``[B, *S]`` -> ``[B, *S]``."""
+
+    @abstractmethod
+    def initial_states(self, n: int, seed: int) -> Tensor:
+        """``n`` random initial states on the fine grid, ``[n, *S_fine]``, a pure function of
+        ``seed``, on the problem's device and dtype."""
+
+    @abstractmethod
+    def courant(self, state: Tensor, dt: float) -> Tensor:
+        """The coarse scheme's stability number of each state ``[B, *S]`` at step ``dt``, ``[B]``
+        (stable up to :attr:`max_courant`)."""
+
+    def restrict(self, state: Tensor, n: int | None = None) -> Tensor:
+        """Spectral truncation of ``state`` ``[B, *S]`` to ``n`` points per axis (default: the
+        coarse grid)."""
+        from ..numerics.spectral import restrict
+
+        return restrict(state, int(n or self.coarse_resolution), self.n_dims)
+
+    def trajectory_of(self, solution: Solution) -> tuple[Tensor, float]:
+        """``(states [N, R, *S], record_dt)``: the records of :meth:`Problem.solve`'s output as a
+        trajectory on its grid, for comparing a hybrid with the solver (``sciml solve ckpt=``)."""
+        raise NotImplementedError(f"{type(self).__name__} gives no trajectory from solve()")
+
+    def _solver_seed(self, split: str) -> int:
+        return 100 + SPLIT_SEEDS[split]  # apart from the operator data's initial conditions
+
+    def reference_trajectories(self, split: str, n_samples: int, n_steps: int) -> Tensor:
+        """Fine solutions restricted to the coarse grid at times ``0, coarse_dt, ...,
+        n_steps coarse_dt``: ``[n_samples, n_steps + 1, *S_coarse]``, on the problem's device
+        and dtype; generated in float64 once per split, size and length and cached."""
+        from pathlib import Path
+
+        from ..data.cache import load_dataset
+
+        substeps = _whole_ratio(self.coarse_dt, self.dt, "coarse_dt", "dt")
+        seed = self._solver_seed(split)
+        generating = self.cache_key(view="differentiable_solver", coarse_resolution=self.coarse_resolution,
+                                    coarse_dt=self.coarse_dt, n_samples=int(n_samples), n_steps=int(n_steps),
+                                    seed=seed, dtype="float64")
+        name = type(self).__name__.lower()
+
+        def generate() -> Solution:
+            from .. import progress
+
+            factory = self.factory
+            self.to(float64_device(self.device), torch.float64)
+            try:
+                state = self.initial_states(int(n_samples), seed)
+                records = [self.restrict(state)]
+                bar = progress.track_steps(n_steps * substeps,
+                                           f"{name}: reference trajectories on {self.fine_resolution} points per axis")
+                with torch.no_grad(), bar:
+                    for _ in range(n_steps):
+                        for _ in range(substeps):
+                            state = self.reference_step(state, self.dt)
+                            bar.advance()
+                        records.append(self.restrict(state))
+                states = torch.stack(records, dim=1)
+                if not torch.isfinite(states).all():
+                    raise ValueError(f"dt: the reference became non-finite; reduce dt={self.dt:g}")
+            finally:
+                self.to(factory["device"], factory["dtype"])
+            t = torch.arange(n_steps + 1, dtype=torch.float64) * self.coarse_dt
+            return Solution(fields={"states": states}, grid={"t": t},
+                            attrs={"substeps": substeps, "fine_resolution": self.fine_resolution})
+
+        data = load_dataset(f"{name}-solver-{split}", generating, generate, Path(self.data_dir))
+        return data.fields["states"].to(**self.factory)
+
+    def solver_trajectories(self, split: str, n_samples: int, n_steps: int, resolution: int | None = None) -> Tensor:
+        """The coarse scheme alone on ``resolution`` points per axis (default: the coarse grid)
+        from the initial states of :meth:`reference_trajectories`, with ``coarse_dt`` scaled by
+        ``coarse_resolution / resolution``, restricted to the coarse grid at every ``coarse_dt``:
+        ``[n_samples, n_steps + 1, *S_coarse]``."""
+        n = int(resolution or self.coarse_resolution)
+        sub = _whole_ratio(float(n), float(self.coarse_resolution), "resolution", "coarse_resolution")
+        state = self.restrict(self.initial_states(int(n_samples), self._solver_seed(split)), n)
+        records = [self.restrict(state)]
+        with torch.no_grad():
+            for _ in range(n_steps):
+                for _ in range(sub):
+                    state = self.coarse_step(state, self.coarse_dt / sub)
+                records.append(self.restrict(state))
+        return torch.stack(records, dim=1)
+
+    def check_stability(self, n_samples: int = 4) -> float:
+        """The largest Courant number of the coarse scheme on restricted initial states of the
+        validation split; raises ``ValueError`` (``coarse_dt``) above :attr:`max_courant`."""
+        state = self.restrict(self.initial_states(n_samples, self._solver_seed("val")))
+        value = float(self.courant(state, self.coarse_dt).max())
+        if not value <= self.max_courant:
+            raise ValueError(f"coarse_dt: {self.coarse_dt:g} gives a Courant number of {value:.3g} on the "
+                             f"{self.coarse_resolution}-point grid, above the coarse scheme's stability limit "
+                             f"{self.max_courant:g}; lower coarse_dt")
+        return value
+
+
+def _whole_ratio(numerator: float, denominator: float, name: str, of: str) -> int:
+    r = round(numerator / denominator)
+    if r < 1 or abs(r * denominator - numerator) > 1e-9 * numerator:
+        raise ValueError(f"{name}: must be a whole multiple of {of}={denominator:g}, got {numerator:g}")
+    return r
+
+
 def _polynomial(u: Tensor, terms: list[Term], values: Mapping[str, Tensor | float]) -> Tensor:
     """``sum_k sign_k c_k prod_i u_i ** p_ki`` into each term's state, ``[..., S]``, in a few
     vectorised operations (it runs at every step of an ODE solver; the constant tensors are
@@ -550,7 +692,8 @@ def _polynomial(u: Tensor, terms: list[Term], values: Mapping[str, Tensor | floa
 _TERM_CACHE: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
 
 
-VIEWS: tuple[type, ...] = (PhysicsResidual, EnergyFunctional, OperatorData, Trajectories, InverseProblem)
+VIEWS: tuple[type, ...] = (PhysicsResidual, EnergyFunctional, OperatorData, Trajectories, InverseProblem,
+                           DifferentiableSolver)
 
 
 def view_name(view: type) -> str:

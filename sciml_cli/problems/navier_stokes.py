@@ -23,6 +23,13 @@ Operator data (the view FNO trains on), as Li et al.'s FNO-2D experiments: the i
 the vorticity at the first ``t_in`` records after the initial condition (``t = 1 .. 10``), the
 output ``u`` every later record (``t = 11 .. 50``), one channel per record.
 
+Differentiable solver (the view the hybrid solver-in-the-loop model trains through): the coarse
+scheme is the same pseudo-spectral step on ``coarse_resolution`` points with ``coarse_scheme``
+(default Li et al.'s first-order ``cn_euler``) and a large step ``coarse_dt``; the reference is
+``scheme`` at ``dt`` on ``fine_resolution`` points, restricted spectrally. At ``nu = 1e-3`` the
+32 x 32 grid itself resolves the flow (spatial error ~1e-4): the coarse solver's error is that of
+its time step, which halves with the grid and the step (``scripts/bench_hybrid.py``).
+
 Grids: ``x_i = i / n`` along axis -2, ``y_j = j / n`` along axis -1 (``indexing="ij"``).
 """
 
@@ -42,7 +49,7 @@ from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..errors import ConfigError
 from ..numerics.metrics import relative_l2
 from ..numerics.spectral import dealias_mask_2d, grf_2d, rfft_wavenumbers, wavenumbers
-from .base import SPLIT_SEEDS, OperatorData, Problem, Solution, float64_device
+from .base import SPLIT_SEEDS, DifferentiableSolver, OperatorData, Problem, Solution, float64_device
 
 Scheme = Literal["cn_heun", "cn_euler"]
 
@@ -65,7 +72,7 @@ def _integer_ratio(numerator: float, denominator: float) -> int | None:
     return r if r >= 1 and abs(r * denominator - numerator) <= 1e-9 * numerator else None
 
 
-class NavierStokes(Problem, OperatorData):
+class NavierStokes(Problem, OperatorData, DifferentiableSolver):
 
     """Forced 2D Navier–Stokes in vorticity form on ``[0, 1)^2`` (Li et al. 2021).
 
@@ -100,13 +107,18 @@ class NavierStokes(Problem, OperatorData):
     t_in
         Operator data: records given as input (Li et al.: 10); the remaining
         ``t_end / record_every - t_in`` records are the output.
+    coarse_resolution, coarse_dt, coarse_scheme
+        Differentiable solver: grid, step and scheme of the coarse solver a hybrid model
+        corrects (``coarse_resolution`` divides ``fine_resolution``; ``coarse_dt`` is a whole
+        number of ``dt``, and its Courant number on the coarse grid at most 1).
     data_dir
         Where generated operator datasets are cached (one file per split, size and resolution).
     """
 
     #: how many trajectories are solved at once and how records split into input and output
-    #: do not change the numbers
-    cache_exempt = frozenset({"data_dir", "batch_size", "t_in"})
+    #: do not change the numbers; the coarse solver's settings enter only the keys of the
+    #: differentiable-solver data, which name them
+    cache_exempt = frozenset({"data_dir", "batch_size", "t_in", "coarse_resolution", "coarse_dt", "coarse_scheme"})
 
     def __init__(
         self,
@@ -123,6 +135,9 @@ class NavierStokes(Problem, OperatorData):
         sigma: PositiveFloat = 7.0**1.5,
         batch_size: PositiveInt = 64,
         t_in: PositiveInt = 10,
+        coarse_resolution: PositiveInt = 32,
+        coarse_dt: PositiveFloat = 0.1,
+        coarse_scheme: Scheme = "cn_euler",
         data_dir: str = "outputs/data",
     ) -> None:
         super().__init__()
@@ -144,6 +159,16 @@ class NavierStokes(Problem, OperatorData):
             )
         self._check_resolution(self.resolution)
         self.t_in, self.data_dir = int(t_in), str(data_dir)
+        if coarse_scheme not in ("cn_heun", "cn_euler"):
+            raise ValueError(f"coarse_scheme: {coarse_scheme!r} is not one of cn_heun, cn_euler")
+        self.coarse_resolution, self.coarse_dt = int(coarse_resolution), float(coarse_dt)
+        self.coarse_scheme: Scheme = coarse_scheme
+        if (self.coarse_resolution < 4 or self.coarse_resolution % 2
+                or self.fine_resolution % self.coarse_resolution):
+            raise ValueError(f"coarse_resolution: must be even and divide fine_resolution="
+                             f"{self.fine_resolution}, got {self.coarse_resolution}")
+        if _integer_ratio(self.coarse_dt, self.dt) is None:
+            raise ValueError(f"coarse_dt: must be a whole number of dt={self.dt:g}, got {self.coarse_dt:g}")
         self._cache: dict[tuple[int, str, torch.dtype], _Operators] = {}
 
     def _check_resolution(self, n: int) -> None:
@@ -214,25 +239,30 @@ class NavierStokes(Problem, OperatorData):
         return speed * dt * w.shape[-1]
 
     # -- the differentiable step ------------------------------------------------------------
-    def step_spectral(self, w_hat: Tensor, dt: float | Tensor) -> Tensor:
+    def step_spectral(self, w_hat: Tensor, dt: float | Tensor, scheme: Scheme | None = None,
+                      forcing_hat: Tensor | None = None) -> Tensor:
         """One IMEX step on the spectral state ``w_hat = rfft2(w)``, ``[..., n, n//2+1]`` complex.
 
         Pure torch and differentiable in ``w_hat`` (and in ``dt`` if it is a tensor). The grid
         size ``n`` is ``w_hat.shape[-2]``. This is the step :meth:`solve` iterates; it skips the
-        two transforms per step that :meth:`step` spends on a physical-space state.
+        two transforms per step that :meth:`step` spends on a physical-space state. ``scheme``
+        defaults to the problem's; ``forcing_hat`` (``rfft2`` of an extra source, e.g. a learned
+        one) is added to ``f`` and held over the step.
         """
         ops = self._ops_for(w_hat)
         half = (0.5 * dt * self.viscosity) * ops.k2
         implicit = 1.0 / (1.0 + half)
         explicit = (1.0 - half) * w_hat
-        n0 = ops.forcing - self._advection_hat(w_hat, ops)
+        source = ops.forcing if forcing_hat is None else ops.forcing + forcing_hat
+        n0 = source - self._advection_hat(w_hat, ops)
         predicted = (explicit + dt * n0) * implicit
-        if self.scheme == "cn_euler":
+        if (scheme or self.scheme) == "cn_euler":
             return predicted
-        n1 = ops.forcing - self._advection_hat(predicted, ops)
+        n1 = source - self._advection_hat(predicted, ops)
         return (explicit + (0.5 * dt) * (n0 + n1)) * implicit
 
-    def step(self, w: Tensor, dt: float | Tensor) -> Tensor:
+    def step(self, w: Tensor, dt: float | Tensor, scheme: Scheme | None = None,
+             forcing: Tensor | None = None) -> Tensor:
         """Advance vorticity ``w`` ``[..., n, n]`` (physical space, any real dtype) by ``dt``.
 
         Works on any square grid and device (the operators of each grid are built once and
@@ -242,7 +272,26 @@ class NavierStokes(Problem, OperatorData):
         n = w.shape[-1]
         if w.shape[-2] != n:
             raise ValueError(f"w: expected a square grid [..., n, n], got {tuple(w.shape)}")
-        return torch.fft.irfft2(self.step_spectral(torch.fft.rfft2(w), dt), s=(n, n))
+        forcing_hat = None if forcing is None else torch.fft.rfft2(forcing)
+        return torch.fft.irfft2(self.step_spectral(torch.fft.rfft2(w), dt, scheme, forcing_hat), s=(n, n))
+
+    # -- differentiable-solver view ---------------------------------------------------------------
+    def coarse_step(self, state: Tensor, dt: float | Tensor, forcing: Tensor | None = None) -> Tensor:
+        """``coarse_scheme`` on the state's grid (any size), with an optional extra forcing."""
+        return self.step(state, dt, self.coarse_scheme, forcing)
+
+    def reference_step(self, state: Tensor, dt: float) -> Tensor:
+        return self.step(state, dt)
+
+    def initial_states(self, n: int, seed: int) -> Tensor:
+        return self.initial_vorticity(n, self.fine_resolution, torch.Generator().manual_seed(int(seed)))
+
+    def courant(self, state: Tensor, dt: float) -> Tensor:
+        """The advective Courant number ``max(|u|, |v|) dt n`` (the viscous term is implicit)."""
+        return self.cfl(state, dt)
+
+    def trajectory_of(self, solution: Solution) -> tuple[Tensor, float]:
+        return solution.fields["w"], self.record_every
 
     # -- data ------------------------------------------------------------------------------
     def initial_vorticity(self, n_samples: int, n: int, generator: torch.Generator) -> Tensor:
