@@ -9,6 +9,7 @@ from sciml_cli import config
 from sciml_cli.commands import _fitting_problems, check_compatible, compose
 from sciml_cli.errors import ConfigError
 from sciml_cli.problems.base import (
+    DifferentiableSolver,
     EnergyFunctional,
     InverseProblem,
     OperatorData,
@@ -56,7 +57,7 @@ def test_a_new_numeric_argument_changes_the_cache_key():
 
 def test_views_follow_the_instance_config():
     assert Burgers(setup="raissi").views() == (PhysicsResidual,)
-    assert Burgers(setup="fno").views() == (OperatorData,)
+    assert Burgers(setup="fno").views() == (OperatorData, DifferentiableSolver)
 
 
 @pytest.mark.parametrize("model", config.group_options("model"))
@@ -80,6 +81,7 @@ def test_problems_that_fit_are_derived_from_the_configs_including_their_setups()
     assert _fitting_problems(cfg, (OperatorData,)) == ["burgers", "heat2d", "navier_stokes"]
     assert _fitting_problems(cfg, (Trajectories,)) == ["lotka_volterra"]
     assert _fitting_problems(cfg, (InverseProblem,)) == ["ct"]
+    assert _fitting_problems(cfg, (DifferentiableSolver,)) == ["burgers", "navier_stokes"]
     assert _fitting_problems(cfg, (PhysicsResidual, OperatorData)) == []  # all views required
 
 

@@ -2,13 +2,17 @@
 differentiable physics to interact with iterative PDE-solvers"; Kochkov et al. 2021): a network
 corrects a cheap coarse solver at every step,
 
-    correct=state:    s <- C(s);  s <- s + dt sigma NN(s / sigma)
-    correct=forcing:  s <- C(s; f = sigma NN(s / sigma))     (a learned source inside the step)
+    correct=state:    s <- C(s);  s <- s + delta NN(s / sigma)
+    correct=forcing:  s <- C(s; f = (delta / dt) NN(s / sigma))     (a learned source inside the step)
 
-where ``C`` is the problem's coarse step on the coarse grid and ``sigma`` the standard deviation of
-the training states. Training unrolls ``unroll`` steps from states of the restricted fine
+where ``C`` is the problem's coarse step on the coarse grid, ``sigma`` the standard deviation of
+the training states and ``delta`` that of the coarse step's one-step error on them (the
+correction the network has to supply), so that the network works on values of order one
+whatever the size of the coarse solver's error. Training unrolls ``unroll`` steps from states of the restricted fine
 reference and back-propagates through the solver; the loss is the mean squared error of every
-unrolled state against the reference, in units of ``sigma``. ``unroll=1`` is Um et al.'s
+unrolled state against the reference, in units of ``delta`` (of order one at the start, whatever
+the size of the coarse solver's error: in units of the state a loss of 1e-8 would fall below
+Adam's epsilon and stall the training). ``unroll=1`` is Um et al.'s
 non-interacting baseline (a supervised one-step correction); ``unroll`` of 4 to 16 is the solver
 in the loop, which learns to correct the states its own corrections lead to. ``detach=true``
 stops the gradients between steps (each step still sees the states of the rollout).
@@ -120,19 +124,21 @@ class Hybrid(Model):
                 raise ConfigError("model.modes", f"{modes} Fourier modes need {2 * modes} points per axis; the "
                                   f"coarse grid has {self.resolution}")
             self.net = FourierNet(self.n_dims, 1, 1, width=width, modes=modes, layers=blocks)
-        #: standard deviation of the training states (0 until fitted; the checkpoint carries it)
+        #: standard deviations of the training states and of the coarse step's one-step error on
+        #: them (0 until fitted; the checkpoint carries them)
         self.register_buffer("scale", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("correction_scale", torch.zeros((), dtype=torch.float64))
         self._data: dict[str, tuple[tuple, Tensor]] = {}
 
     # -- the scheme ----------------------------------------------------------------------------------
     def advance(self, problem: DifferentiableSolver, state: Tensor) -> Tensor:
         """One hybrid step of states ``[B, *S]`` on the coarse grid."""
-        scale = self.scale.to(state.dtype)
+        scale, delta = self.scale.to(state.dtype), self.correction_scale.to(state.dtype)
         if self.correct == "forcing":
-            forcing = scale * self.net((state / scale).unsqueeze(1)).squeeze(1)
+            forcing = (delta / self.dt) * self.net((state / scale).unsqueeze(1)).squeeze(1)
             return problem.coarse_step(state, self.dt, forcing)
         state = problem.coarse_step(state, self.dt)
-        return state + (self.dt * scale) * self.net((state / scale).unsqueeze(1)).squeeze(1)
+        return state + delta * self.net((state / scale).unsqueeze(1)).squeeze(1)
 
     def rollout(self, problem: DifferentiableSolver, initial: Tensor, n_steps: int) -> Tensor:
         """``[B, n_steps + 1, *S]``: the initial states and ``n_steps`` hybrid steps."""
@@ -166,8 +172,14 @@ class Hybrid(Model):
     def fit_scale(self, problem: DifferentiableSolver) -> None:
         if float(self.scale) > 0:
             return
-        std = self.trajectories(problem, "train").double().std()
-        self.scale.fill_(float(std) if float(std) > 0 else 1.0)
+        data = self.trajectories(problem, "train").double()
+        std = float(data.std())
+        self.scale.fill_(std if std > 0 else 1.0)
+        states = data[:, :-1].flatten(0, 1)
+        errors = torch.cat([problem.coarse_step(chunk, self.dt) - target for chunk, target in
+                            zip(states.split(256), data[:, 1:].flatten(0, 1).split(256))])
+        delta = float(errors.std())
+        self.correction_scale.fill_(delta if delta > 0 else 1e-3 * self.scale.item())
 
     def batch(self, problem: DifferentiableSolver, step: int, seed: int) -> dict[str, Tensor]:
         """``batch_size`` sub-trajectories of the training reference: ``{"initial": [B, *S],
@@ -183,7 +195,7 @@ class Hybrid(Model):
 
     def loss(self, problem: DifferentiableSolver, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         state, errors = batch["initial"], []
-        scale = self.scale.to(state.dtype)
+        scale = self.correction_scale.to(state.dtype)
         for k in range(self.unroll):
             state = self.advance(problem, state.detach() if self.detach and k else state)
             errors.append(((state - batch["targets"][:, k]) / scale).pow(2).mean())
@@ -288,11 +300,11 @@ class Hybrid(Model):
         initial = reference[:, 0]
 
         def rollout(step: Callable[[Tensor], Tensor], state: Tensor, sub: int = 1) -> Tensor:
-            records = [problem.restrict(state)]
+            records = [problem.to_coarse(state)]
             for _ in range(reference.shape[1] - 1):
                 for _ in range(per_record * sub):
                     state = step(state)
-                records.append(problem.restrict(state))
+                records.append(problem.to_coarse(state))
             return torch.stack(records, dim=1)
 
         def predict() -> Tensor:

@@ -533,9 +533,11 @@ class DifferentiableSolver(ABC):
     random initial states on the fine grid, and a Courant number; the rest is derived here:
 
     * :meth:`restrict`: spectral truncation from the fine to a coarse grid;
-    * :meth:`reference_trajectories`: fine solutions from ``fine_resolution`` initial states,
-      integrated with :meth:`reference_step` at ``dt`` and restricted to ``coarse_resolution``
-      every ``coarse_dt``; cached through the data layer;
+    * :meth:`reference_trajectories`: fine solutions from ``fine_resolution`` initial states
+      (integrated for :attr:`spinup` first, so that a trajectory starts from a developed state,
+      not from the fast transient of a random field), integrated with :meth:`reference_step` at
+      ``dt`` and restricted to ``coarse_resolution`` every ``coarse_dt``; cached through the data
+      layer;
     * :meth:`solver_trajectories`: the coarse scheme alone on a grid of ``resolution`` points
       (the coarse one, or 2x, 4x finer) from the same initial states, restricted to the coarse
       grid, with the time step shrunk in proportion to the grid (the same Courant number), so
@@ -551,6 +553,8 @@ class DifferentiableSolver(ABC):
     dt: float
     #: largest Courant number (see :meth:`courant`) at which the coarse scheme is stable
     max_courant: float = 1.0
+    #: time the fine solver integrates a random initial state before a trajectory starts
+    spinup: float = 0.0
 
     @abstractmethod
     def coarse_step(self, state: Tensor, dt: float | Tensor, forcing: Tensor | None = None) -> Tensor:
@@ -578,6 +582,11 @@ class DifferentiableSolver(ABC):
 
         return restrict(state, int(n or self.coarse_resolution), self.n_dims)
 
+    def to_coarse(self, state: Tensor) -> Tensor:
+        """``state`` restricted to the coarse grid if it is on a finer one, else as it is (a
+        coarse solution keeps its grid-scale content, the coarse Nyquist mode included)."""
+        return state if state.shape[-1] == self.coarse_resolution else self.restrict(state)
+
     def trajectory_of(self, solution: Solution) -> tuple[Tensor, float]:
         """``(states [N, R, *S], record_dt)``: the records of :meth:`Problem.solve`'s output as a
         trajectory on its grid, for comparing a hybrid with the solver (``sciml solve ckpt=``)."""
@@ -585,6 +594,22 @@ class DifferentiableSolver(ABC):
 
     def _solver_seed(self, split: str) -> int:
         return 100 + SPLIT_SEEDS[split]  # apart from the operator data's initial conditions
+
+    def trajectory_starts(self, split: str, n_samples: int) -> Tensor:
+        """The fine states trajectories of ``split`` start from: random initial states integrated
+        by the reference for :attr:`spinup`, ``[n_samples, *S_fine]``; kept in memory."""
+        key = (split, int(n_samples), self.spinup, str(self.device), self.dtype)
+        cached = getattr(self, "_starts", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        state = self.initial_states(int(n_samples), self._solver_seed(split))
+        if self.spinup > 0:
+            steps = _whole_ratio(self.spinup, self.dt, "spinup", "dt")
+            with torch.no_grad():
+                for _ in range(steps):
+                    state = self.reference_step(state, self.dt)
+        self._starts = key, state
+        return state
 
     def reference_trajectories(self, split: str, n_samples: int, n_steps: int) -> Tensor:
         """Fine solutions restricted to the coarse grid at times ``0, coarse_dt, ...,
@@ -597,7 +622,7 @@ class DifferentiableSolver(ABC):
         substeps = _whole_ratio(self.coarse_dt, self.dt, "coarse_dt", "dt")
         seed = self._solver_seed(split)
         generating = self.cache_key(view="differentiable_solver", coarse_resolution=self.coarse_resolution,
-                                    coarse_dt=self.coarse_dt, n_samples=int(n_samples), n_steps=int(n_steps),
+                                    coarse_dt=self.coarse_dt, spinup=self.spinup, n_samples=int(n_samples), n_steps=int(n_steps),
                                     seed=seed, dtype="float64")
         name = type(self).__name__.lower()
 
@@ -607,7 +632,7 @@ class DifferentiableSolver(ABC):
             factory = self.factory
             self.to(float64_device(self.device), torch.float64)
             try:
-                state = self.initial_states(int(n_samples), seed)
+                state = self.trajectory_starts(split, int(n_samples))
                 records = [self.restrict(state)]
                 bar = progress.track_steps(n_steps * substeps,
                                            f"{name}: reference trajectories on {self.fine_resolution} points per axis")
@@ -636,13 +661,13 @@ class DifferentiableSolver(ABC):
         ``[n_samples, n_steps + 1, *S_coarse]``."""
         n = int(resolution or self.coarse_resolution)
         sub = _whole_ratio(float(n), float(self.coarse_resolution), "resolution", "coarse_resolution")
-        state = self.restrict(self.initial_states(int(n_samples), self._solver_seed(split)), n)
-        records = [self.restrict(state)]
+        state = self.restrict(self.trajectory_starts(split, int(n_samples)), n)
+        records = [self.to_coarse(state)]
         with torch.no_grad():
             for _ in range(n_steps):
                 for _ in range(sub):
                     state = self.coarse_step(state, self.coarse_dt / sub)
-                records.append(self.restrict(state))
+                records.append(self.to_coarse(state))
         return torch.stack(records, dim=1)
 
     def check_stability(self, n_samples: int = 4) -> float:

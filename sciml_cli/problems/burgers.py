@@ -218,7 +218,7 @@ class Burgers(Problem, PhysicsResidual, OperatorData, DifferentiableSolver):
         noise: NonNegativeFloat = 0.0,
         coarse_resolution: PositiveInt = 32,
         coarse_dt: PositiveFloat = 0.01,
-        coarse_scheme: Literal["fd2", "etdrk4"] = "fd2",
+        coarse_scheme: Literal["fd2", "etdrk4"] = "etdrk4",
         data_dir: str = "outputs/data",
     ) -> None:
         super().__init__()

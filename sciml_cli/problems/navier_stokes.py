@@ -111,6 +111,10 @@ class NavierStokes(Problem, OperatorData, DifferentiableSolver):
         Differentiable solver: grid, step and scheme of the coarse solver a hybrid model
         corrects (``coarse_resolution`` divides ``fine_resolution``; ``coarse_dt`` is a whole
         number of ``dt``, and its Courant number on the coarse grid at most 1).
+    spinup
+        Differentiable solver: time the reference integrates each random initial vorticity
+        before a trajectory starts (a whole number of ``dt``), past the fast decay of its
+        smallest scales.
     data_dir
         Where generated operator datasets are cached (one file per split, size and resolution).
     """
@@ -118,7 +122,8 @@ class NavierStokes(Problem, OperatorData, DifferentiableSolver):
     #: how many trajectories are solved at once and how records split into input and output
     #: do not change the numbers; the coarse solver's settings enter only the keys of the
     #: differentiable-solver data, which name them
-    cache_exempt = frozenset({"data_dir", "batch_size", "t_in", "coarse_resolution", "coarse_dt", "coarse_scheme"})
+    cache_exempt = frozenset({"data_dir", "batch_size", "t_in", "coarse_resolution", "coarse_dt", "coarse_scheme",
+                              "spinup"})
 
     def __init__(
         self,
@@ -138,6 +143,7 @@ class NavierStokes(Problem, OperatorData, DifferentiableSolver):
         coarse_resolution: PositiveInt = 32,
         coarse_dt: PositiveFloat = 0.1,
         coarse_scheme: Scheme = "cn_euler",
+        spinup: NonNegativeFloat = 0.0,
         data_dir: str = "outputs/data",
     ) -> None:
         super().__init__()
@@ -169,6 +175,9 @@ class NavierStokes(Problem, OperatorData, DifferentiableSolver):
                              f"{self.fine_resolution}, got {self.coarse_resolution}")
         if _integer_ratio(self.coarse_dt, self.dt) is None:
             raise ValueError(f"coarse_dt: must be a whole number of dt={self.dt:g}, got {self.coarse_dt:g}")
+        self.spinup = float(spinup)
+        if self.spinup and _integer_ratio(self.spinup, self.dt) is None:
+            raise ValueError(f"spinup: must be a whole number of dt={self.dt:g}, got {self.spinup:g}")
         self._cache: dict[tuple[int, str, torch.dtype], _Operators] = {}
 
     def _check_resolution(self, n: int) -> None:

@@ -1,0 +1,152 @@
+"""Benchmark the hybrid solver-in-the-loop presets against the targets of the hybrid model.
+
+For a preset (``hybrid_burgers``, ``hybrid_navier_stokes``) this trains, one after the other on
+a quiet machine, the preset itself (solver in the loop, ``model.unroll`` from the preset) and the
+same network trained on one-step corrections (``model.unroll=1``, Um et al.'s non-interacting
+baseline), with ``sciml train`` as a user would, then scores both on the test split (unseen
+initial conditions, ``model.test_steps`` coarse steps) beside the coarse solver alone and the
+same solver on 2x and 4x finer grids (its step shrunk alike). Wall times of the test rollout
+(every test sample at once) are the best of ``--repeats`` runs after a warm-up, on the device
+of the run.
+
+Targets checked: mean rel-L2 over the rollout >= 4x below the coarse solver; below the one-step
+model; no worse than the plain solver on the 2x grid and faster than it; bounded over a rollout
+of >= 10x the training unroll; training within the preset's time budget.
+
+    python scripts/bench_hybrid.py --preset hybrid_burgers [--json out.json] [--figure fig.png]
+    python scripts/bench_hybrid.py --runs RUN_LOOP RUN_ONESTEP      # score existing runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+#: training-time budgets of the presets on 2 CPU cores (the hybrid model's targets)
+BUDGET_S = {"hybrid_burgers": 180, "hybrid_navier_stokes": 1200}
+
+
+def train(preset: str, outputs: Path, extra: list[str]) -> tuple[Path, float]:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "sciml_cli", "train", f"experiment={preset}",
+                           f"paths.outputs={outputs}", "output=json", *extra],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    try:
+        result = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise SystemExit(f"sciml train {preset} {' '.join(extra)} failed:\n{proc.stdout}\n{proc.stderr}") from None
+    if proc.returncode:
+        raise SystemExit(f"sciml train {preset} {' '.join(extra)} failed: {result.get('error')}")
+    return Path(result["run_dir"]), wall
+
+
+def best_time(fn, device: torch.device, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def score(run: Path, device: str, repeats: int) -> dict:
+    from sciml_cli.commands.eval import restore
+    from sciml_cli.models.hybrid import FINER
+
+    _, problem, model, dev = restore(run / "checkpoints" / "best.pt", device)
+    evaluation = model.evaluate(problem, split="test")
+    reference = model.trajectories(problem, "test")
+    steps = reference.shape[1] - 1
+    with torch.no_grad():
+        times = {"hybrid": best_time(lambda: model.rollout(problem, reference[:, 0], steps), dev, repeats)}
+        for factor in (1, *FINER):
+            n = factor * model.resolution
+            if problem.fine_resolution % n == 0:
+                times[f"solver_{factor}x"] = best_time(
+                    lambda n=n: problem.solver_trajectories("test", reference.shape[0], steps, n), dev, repeats)
+    return {"run": str(run), "unroll": model.unroll, "test_steps": steps, "dt": model.dt, "n_test": reference.shape[0],
+            "device": str(dev), "metrics": evaluation.metrics, "seconds": times,
+            "curves": evaluation.details["curves"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(BUDGET_S))
+    ap.add_argument("--runs", nargs=2, type=Path, metavar=("LOOP", "ONESTEP"),
+                    help="score two existing runs instead of training")
+    ap.add_argument("--outputs", type=Path, default=Path("outputs/bench_hybrid"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--figure", type=Path)
+    ap.add_argument("overrides", nargs="*", help="extra overrides for both trainings")
+    args = ap.parse_args()
+    if not args.preset and not args.runs:
+        ap.error("give --preset or --runs")
+
+    walls: dict[str, float | None] = {"loop": None, "onestep": None}
+    if args.runs:
+        loop_run, onestep_run = args.runs
+    else:
+        device = [f"trainer.device={args.device}"]
+        loop_run, walls["loop"] = train(args.preset, args.outputs, [*device, *args.overrides])
+        onestep_run, walls["onestep"] = train(args.preset, args.outputs, [*device, "model.unroll=1", *args.overrides])
+    loop, onestep = score(loop_run, args.device, args.repeats), score(onestep_run, args.device, args.repeats)
+    m, s = loop["metrics"], loop["seconds"]
+    targets = {
+        "4x below the coarse solver": m["rel_l2_coarse"] / m["rel_l2"] >= 4,
+        "below the one-step model": m["rel_l2"] < onestep["metrics"]["rel_l2"],
+        "no worse than the solver on the 2x grid": m["rel_l2"] <= m.get("rel_l2_solver_2x", -1.0),
+        "faster than the solver on the 2x grid": s["hybrid"] < s.get("solver_2x", 0.0),
+        "bounded over >= 10x the unroll": (loop["test_steps"] >= 10 * loop["unroll"] and m["rel_l2_last_step"] < 1
+                                           and m["max_abs_ratio"] < 2),
+    }
+    if walls["loop"] is not None and args.preset:
+        targets[f"training within {BUDGET_S[args.preset]} s"] = walls["loop"] <= BUDGET_S[args.preset]
+    result = {"preset": args.preset, "machine": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "train_wall_s": walls, "loop": loop, "onestep": onestep,
+              "targets": targets}
+
+    print(f"test split: {loop['n_test']} unseen initial conditions, {loop['test_steps']} coarse steps "
+          f"(training unroll {loop['unroll']}), device {loop['device']}")
+    print(f"{'method':34s} {'mean rel-L2':>12s} {'last step':>10s} {'rollout s':>10s}")
+    rows = [(f"solver in the loop (unroll {loop['unroll']})", m["rel_l2"], m["rel_l2_last_step"], s["hybrid"]),
+            ("one-step correction (unroll 1)", onestep["metrics"]["rel_l2"], onestep["metrics"]["rel_l2_last_step"],
+             onestep["seconds"]["hybrid"])]
+    for key, label in (("1x", "coarse solver alone"), ("2x", "solver on the 2x grid"), ("4x", "solver on the 4x grid")):
+        curve = loop["curves"].get("coarse solver" if key == "1x" else f"solver on {key} grid")
+        if curve is not None:
+            rows.append((label, sum(curve) / len(curve), curve[-1], s.get(f"solver_{key}")))
+    for name, mean, last, sec in rows:
+        print(f"{name:34s} {mean:12.3e} {last:10.3e} {sec:10.4f}")
+    print(f"improvement over the coarse solver: {m['rel_l2_coarse'] / m['rel_l2']:.2f}x; "
+          f"training wall time {walls['loop'] or float('nan'):.0f} s (one-step {walls['onestep'] or float('nan'):.0f} s)")
+    for name, ok in targets.items():
+        print(f"  [{'met' if ok else 'NOT met'}] {name}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.figure:
+        from sciml_cli import plotting
+
+        curves = {f"solver in the loop (unroll {loop['unroll']})": loop["curves"]["hybrid"],
+                  "one-step correction": onestep["curves"]["hybrid"],
+                  **{k: v for k, v in loop["curves"].items() if k != "hybrid"}}
+        t = torch.arange(1, loop["test_steps"] + 1, dtype=torch.float64) * loop["dt"]
+        plotting.save(plotting.curves_figure(t, curves, "t", "relative L2 error", title=args.preset or ""), args.figure)
+
+
+if __name__ == "__main__":
+    main()

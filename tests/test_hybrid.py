@@ -1,0 +1,249 @@
+"""Solver in the loop: the differentiable-solver view (restriction, coarse schemes, reference
+trajectories) on burgers and navier_stokes, and the hybrid model that corrects the coarse
+solver (zero network = the solver, gradients through the unrolled steps, bad input)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import only_run_dir
+
+from sciml_cli.models.hybrid import Hybrid
+from sciml_cli.numerics.spectral import restrict
+from sciml_cli.problems.burgers import Burgers
+from sciml_cli.problems.navier_stokes import NavierStokes
+
+F64 = {"dtype": torch.float64}
+
+
+def burgers(tmp_path, **kw) -> Burgers:
+    args = {"setup": "fno", "nu": 0.003, "fine_resolution": 256, "dt": 0.0025, "coarse_resolution": 32,
+            "coarse_dt": 0.01, "coarse_scheme": "fd2", "data_dir": str(tmp_path / "data"), **kw}
+    return Burgers(**args).to("cpu", torch.float64)
+
+
+def navier_stokes(tmp_path, **kw) -> NavierStokes:
+    args = {"fine_resolution": 32, "resolution": 16, "dt": 0.05, "coarse_resolution": 16, "coarse_dt": 0.1,
+            "t_end": 1.0, "data_dir": str(tmp_path / "data"), **kw}
+    return NavierStokes(**args).to("cpu", torch.float64)
+
+
+def small_hybrid(problem, **kw) -> Hybrid:
+    torch.manual_seed(0)
+    args = {"unroll": 3, "width": 8, "blocks": 1, "n_train": 4, "train_steps": 6, "n_val": 2, "val_steps": 5,
+            "n_test": 2, "test_steps": 8, "batch_size": 3, **kw}
+    return Hybrid(problem, **args).double()
+
+
+# -- restriction -----------------------------------------------------------------------------------
+def test_restriction_samples_band_limited_fields_and_is_a_projection():
+    x, xc = torch.arange(64, **F64) / 64, torch.arange(16, **F64) / 16
+    f = lambda x: 1 + torch.sin(2 * math.pi * 3 * x) + 0.5 * torch.cos(2 * math.pi * 7 * x)  # noqa: E731
+    assert torch.allclose(restrict(f(x), 16), f(xc), atol=1e-13)
+    X, Y = torch.meshgrid(x, x, indexing="ij")
+    Xc, Yc = torch.meshgrid(xc, xc, indexing="ij")
+    g = lambda X, Y: torch.sin(2 * math.pi * (3 * X - 7 * Y)) + torch.cos(2 * math.pi * (5 * X + 2 * Y))  # noqa: E731
+    assert torch.allclose(restrict(g(X, Y), 16, 2), g(Xc, Yc), atol=1e-13)
+    torch.manual_seed(0)
+    r = torch.randn(3, 64, 64, **F64)
+    once = restrict(r, 16, 2)
+    assert torch.allclose(restrict(once, 16, 2), once, atol=1e-14)
+    assert torch.allclose(once.mean((-2, -1)), r.mean((-2, -1)), atol=1e-15)
+    # a mode at the coarse Nyquist frequency or above is removed, not aliased onto a low one
+    assert restrict(torch.cos(2 * math.pi * 8 * x), 16).abs().max() < 1e-14
+    assert restrict(torch.cos(2 * math.pi * 9 * x), 16).abs().max() < 1e-14
+
+
+def test_restricted_steady_navier_stokes_flow_is_the_coarse_solvers_fixed_point(tmp_path):
+    """w_s = f / (nu |k|^2), |k|^2 = 8 pi^2, is an exact steady state (its advection vanishes);
+    restricted from the fine grid it is the coarse step's fixed point for both schemes."""
+    for scheme in ("cn_euler", "cn_heun"):
+        p = navier_stokes(tmp_path, coarse_scheme=scheme, viscosity=1e-2)
+        w_fine = p.forcing(32, **F64)[None] / (p.viscosity * 8 * math.pi**2)
+        w = p.restrict(w_fine)
+        assert torch.allclose(w[0], p.forcing(16, **F64) / (p.viscosity * 8 * math.pi**2), atol=1e-14)
+        after = w
+        for _ in range(20):
+            after = p.coarse_step(after, p.coarse_dt)
+        assert (after - w).abs().max() < 1e-13 * w.abs().max()
+        assert (p.coarse_step(w, 0.1) - w).abs().max() < 1e-14  # and not by luck of one step
+
+
+def test_burgers_fd2_is_second_order_and_etdrk4_step_is_evolves_step(tmp_path):
+    p = burgers(tmp_path, nu=0.02)
+    x = torch.arange(512, **F64) / 512
+    u0 = (0.5 * torch.sin(2 * math.pi * x) + 0.2 * torch.cos(4 * math.pi * x))[None]
+    t, reference = 0.1, p.evolve(u0, 0.1, 1e-3)
+    errors = []
+    for n in (32, 64, 128):
+        u, steps = p.restrict(u0, n), 40 * n // 32  # dt in proportion to h
+        for _ in range(steps):
+            u = p.step(u, t / steps, "fd2")
+        errors.append(((u - p.restrict(reference, n)).norm() / p.restrict(reference, n).norm()).item())
+    orders = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert all(1.9 < q < 2.1 for q in orders), (errors, orders)
+    v = u0
+    for _ in range(10):
+        v = p.step(v, 0.005)
+    assert torch.allclose(v, p.evolve(u0, 0.05, 0.005), atol=1e-14)
+
+
+def test_reference_trajectories_are_the_restricted_fine_solution_and_cached(tmp_path):
+    p = burgers(tmp_path)
+    states = p.reference_trajectories("val", 3, 4)
+    assert states.shape == (3, 5, 32) and states.dtype == torch.float64
+    u = p.initial_states(3, p._solver_seed("val"))
+    for _ in range(2 * 4):  # coarse_dt = 4 dt: two coarse steps
+        u = p.reference_step(u, p.dt)
+    assert torch.allclose(states[:, 2], p.restrict(u), atol=1e-13)
+    assert len(list((tmp_path / "data").glob("burgers-solver-val-*.h5"))) == 1
+    assert torch.equal(p.reference_trajectories("val", 3, 4), states)  # read back, same numbers
+    assert not torch.equal(p.reference_trajectories("test", 3, 4)[:, 0], states[:, 0])  # unseen states
+
+
+def test_the_plain_solver_on_the_fine_grid_converges_to_the_reference(tmp_path):
+    """At the coarse resolution the fd2 solver is visibly off; on finer grids (its step shrunk
+    alike) the error falls at its order towards the reference."""
+    p = burgers(tmp_path)
+    reference = p.reference_trajectories("test", 4, 20)
+    errors = [((p.solver_trajectories("test", 4, 20, n) - reference)[:, 1:].norm() / reference[:, 1:].norm()).item()
+              for n in (32, 64, 128)]
+    assert errors[0] > 1e-2 and errors[0] / errors[1] > 3 and errors[1] / errors[2] > 3, errors
+
+
+# -- the hybrid model ------------------------------------------------------------------------------
+@pytest.mark.parametrize("correct", ["state", "forcing"])
+@pytest.mark.parametrize("which", ["burgers", "navier_stokes"])
+def test_a_hybrid_with_a_zero_network_is_its_coarse_solver_exactly(tmp_path, which, correct):
+    p = burgers(tmp_path) if which == "burgers" else navier_stokes(tmp_path)
+    model = small_hybrid(p, correct=correct)
+    evaluation = model.evaluate(p, split="val")
+    coarse = p.solver_trajectories("val", 2, 5)
+    assert torch.equal(evaluation.prediction, coarse[:, 1:])
+    assert evaluation.metrics["rel_l2"] == evaluation.metrics["rel_l2_coarse"] > 0
+
+
+@pytest.mark.parametrize("which", ["burgers", "navier_stokes"])
+def test_gradients_through_the_unrolled_solver_match_finite_differences(tmp_path, which):
+    p = burgers(tmp_path) if which == "burgers" else navier_stokes(tmp_path)
+    model = small_hybrid(p, network="cnn" if which == "burgers" else "fno", modes=4)
+    model.fit_scale(p)
+    for param in model.net.parameters():  # away from the zero start, so every path counts
+        param.data.add_(0.3 * torch.randn_like(param))
+    state = p.restrict(p.initial_states(2, 5))
+
+    def rollout(s):
+        return model.rollout(p, s, 3)[:, -1]
+
+    assert torch.autograd.gradcheck(rollout, (state.clone().requires_grad_(),), eps=1e-6, atol=1e-7)
+    # and through the weights: the loss of a batch against a central difference along a direction
+    batch = model.batch(p, step=0, seed=0)
+    loss = model.loss(p, batch)["rollout"]
+    params = list(model.net.parameters())
+    grads = torch.autograd.grad(loss, params)
+    directions = [torch.randn_like(w) for w in params]
+    h = 1e-5
+
+    def shifted(sign):
+        with torch.no_grad():
+            for w, d in zip(params, directions):
+                w.add_(sign * h * d)
+            value = model.loss(p, batch)["rollout"].item()
+            for w, d in zip(params, directions):
+                w.sub_(sign * h * d)
+        return value
+
+    fd = (shifted(1) - shifted(-1)) / (2 * h)
+    analytic = sum((g * d).sum() for g, d in zip(grads, directions)).item()
+    assert analytic == pytest.approx(fd, rel=1e-5)
+
+
+def test_detach_stops_the_gradient_between_steps_but_not_within_one(tmp_path):
+    p = burgers(tmp_path)
+    full, cut = small_hybrid(p), small_hybrid(p, detach=True)
+    for model in (full, cut):
+        model.fit_scale(p)
+        with torch.no_grad():
+            for param in model.net.parameters():
+                param.copy_(torch.linspace(-0.2, 0.2, param.numel(), **F64).reshape(param.shape))
+    batch = full.batch(p, step=1, seed=0)
+    g_full = torch.autograd.grad(full.loss(p, batch)["rollout"], list(full.net.parameters()))
+    g_cut = torch.autograd.grad(cut.loss(p, batch)["rollout"], list(cut.net.parameters()))
+    assert torch.equal(full.loss(p, batch)["rollout"], cut.loss(p, batch)["rollout"])  # same forward
+    assert not all(torch.allclose(a, b) for a, b in zip(g_full, g_cut))
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in g_cut)
+
+
+def test_batches_are_a_pure_function_of_step_and_seed(tmp_path):
+    p = burgers(tmp_path)
+    model = small_hybrid(p)
+    a, b = model.batch(p, 3, 0), model.batch(p, 3, 0)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["initial"], model.batch(p, 4, 0)["initial"])
+    data = p.reference_trajectories("train", 4, 6)
+    assert a["targets"].shape == (3, 3, 32)
+    # each target window continues its initial state along one training trajectory
+    for i in range(3):
+        hits = [(n, t) for n in range(4) for t in range(4) if torch.equal(data[n, t], a["initial"][i])]
+        assert hits and torch.equal(data[hits[0][0], hits[0][1] + 1:hits[0][1] + 4], a["targets"][i])
+
+
+# -- the command line ------------------------------------------------------------------------------
+TINY_HYBRID = [
+    "experiment=hybrid_burgers", "problem.fine_resolution=256", "problem.dt=0.0025", "model.n_train=16",
+    "model.train_steps=40", "model.n_val=4", "model.val_steps=40", "model.n_test=4", "model.test_steps=80",
+    "model.width=16", "model.batch_size=16", "optim.steps=150", "trainer.val_every=75",
+    "trainer.checkpoint_every=75", "trainer.device=cpu", "trainer.callbacks.progress=null",
+]
+
+
+def test_hybrid_burgers_beats_the_coarse_solver_and_eval_compares_finer_grids(sciml):
+    """A short training already beats the coarse solver it corrects on unseen initial
+    conditions over 10x the training unroll; eval adds the plain solver on 2x and 4x grids and
+    writes the error curves and the snapshots."""
+    sciml("train", *TINY_HYBRID, check=True)
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-hybrid")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val/rel_l2"] < 0.5 * metrics["val/rel_l2_coarse"], metrics
+    sciml("eval", f"run={run}", check=True)
+    result = json.loads((run / "eval.json").read_text())["metrics"]
+    assert result["rel_l2"] < 0.5 * result["rel_l2_coarse"]
+    assert result["rel_l2_solver_4x"] < result["rel_l2_solver_2x"] < result["rel_l2_coarse"]
+    assert 0.5 < result["max_abs_ratio"] < 1.5  # bounded over 80 steps, 10x the unroll of 8
+    assert result["as_accurate_as"] in (1.0, 2.0, 4.0)
+    from conftest import assert_figure
+
+    assert_figure(run / "plots" / "eval_best.png")
+    assert_figure(run / "plots" / "eval_best_snapshots.png")
+
+
+def test_solve_with_a_hybrid_checkpoint_compares_it_with_the_plain_solvers(sciml):
+    sciml("train", *TINY_HYBRID, "optim.steps=20", "trainer.val_every=20", "trainer.checkpoint_every=20", check=True)
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-hybrid")
+    proc = sciml("solve", "problem=burgers", f"ckpt={run}", "n_samples=4", "repeats=1", "output=json", check=True)
+    result = json.loads(proc.stdout)
+    assert result["status"] == "finished"
+    for factor in (1, 2, 4):
+        assert result[f"solver_{factor}x_rel_l2"] > 0 and result[f"solver_{factor}x_s"] > 0
+    assert result["hybrid_steps"] == 100  # t_end = 1 in steps of 0.01
+    assert result["rel_l2_mean"] < result["solver_1x_rel_l2"] * 1.5
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["problem=heat"], "Hybrid needs the differentiable solver view; this Heat offers physics residual. "
+                       "Problems that fit (valid: burgers, navier_stokes)"),
+    (["problem=burgers", "problem.coarse_resolution=48"], "problem.coarse_resolution: must be even and divide "
+                                                          "fine_resolution=1024, got 48"),
+    (["problem=burgers", "model.unroll=0"], "model.unroll: must be > 0, got 0"),
+    (["problem=burgers", "model.unroll=80", "model.train_steps=60"], "model.unroll: 80 steps do not fit"),
+    (["problem=burgers", "problem.coarse_dt=0.1", "problem.dt=0.005"], "above the coarse scheme's stability limit"),
+    (["problem=navier_stokes", "problem.coarse_dt=0.125", "problem.dt=0.01"], "problem.coarse_dt: must be a whole"),
+])
+def test_bad_hybrid_configs_are_one_line_errors_before_any_work(sciml, args, needle):
+    proc = sciml("train", "model=hybrid", *args)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert needle in proc.stderr
+    assert not (sciml.cwd / "outputs").exists()
