@@ -104,6 +104,19 @@ def test_reference_trajectories_are_the_restricted_fine_solution_and_cached(tmp_
     assert not torch.equal(p.reference_trajectories("test", 3, 4)[:, 0], states[:, 0])  # unseen states
 
 
+def test_spinup_starts_trajectories_from_the_integrated_state_and_keys_the_data(tmp_path):
+    p = navier_stokes(tmp_path, spinup=0.1)
+    states = p.reference_trajectories("val", 2, 1)
+    w = p.initial_states(2, p._solver_seed("val"))
+    for _ in range(2):  # spinup = 2 dt
+        w = p.reference_step(w, p.dt)
+    assert torch.allclose(states[:, 0], p.restrict(w), atol=1e-13)
+    assert torch.allclose(p.solver_trajectories("val", 2, 1)[:, 0], states[:, 0], atol=1e-13)
+    unspun = navier_stokes(tmp_path).reference_trajectories("val", 2, 1)
+    assert not torch.allclose(unspun[:, 0], states[:, 0])  # another file, not a stale one
+    assert len(list((tmp_path / "data").glob("navierstokes-solver-val-*.h5"))) == 2
+
+
 def test_the_plain_solver_on_the_fine_grid_converges_to_the_reference(tmp_path):
     """At the coarse resolution the fd2 solver is visibly off; on finer grids (its step shrunk
     alike) the error falls at its order towards the reference."""

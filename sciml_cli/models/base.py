@@ -18,7 +18,9 @@ Methods that learn one solution field ``u(x)`` (PINN, Deep Ritz) share
 metrics (H1 error where the problem knows its solution), eval figures and the solver stand-in.
 The learned iterative reconstructions (learned gradient descent, learned primal-dual, TV with
 learned weights) share :class:`sciml_cli.models.unrolled.Unrolled`: phantoms drawn on the fly,
-the loss, and scoring against the classical reconstructions.
+the loss, and scoring against the classical reconstructions. The hybrid solver-in-the-loop
+model (:class:`sciml_cli.models.hybrid.Hybrid`) puts its network inside the problem's coarse
+step and stands in for the reference solver in ``solve ckpt=`` by rolling out on the coarse grid.
 """
 
 from __future__ import annotations

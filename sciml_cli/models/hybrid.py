@@ -2,13 +2,16 @@
 differentiable physics to interact with iterative PDE-solvers"; Kochkov et al. 2021): a network
 corrects a cheap coarse solver at every step,
 
-    correct=state:    s <- C(s);  s <- s + delta NN(s / sigma)
+    correct=state:    s' = C(s);  s <- s' + delta NN(s' / sigma, (s' - s) / rho)
     correct=forcing:  s <- C(s; f = (delta / dt) NN(s / sigma))     (a learned source inside the step)
 
 where ``C`` is the problem's coarse step on the coarse grid, ``sigma`` the standard deviation of
-the training states and ``delta`` that of the coarse step's one-step error on them (the
-correction the network has to supply), so that the network works on values of order one
-whatever the size of the coarse solver's error. Training unrolls ``unroll`` steps from states of the restricted fine
+the training states, ``rho`` that of the coarse step's increments and ``delta`` that of its
+one-step error (the correction the network has to supply), so that the network works on values
+of order one whatever the size of the coarse solver's error. The state correction sees the
+coarse increment beside the state: a time-stepping error is a function of how the tendency
+changes over the step (Heun's correction of Euler is the difference of the tendencies at both
+ends), which the increment carries and a network would otherwise have to rebuild from the state. Training unrolls ``unroll`` steps from states of the restricted fine
 reference and back-propagates through the solver; the loss is the mean squared error of every
 unrolled state against the reference, in units of ``delta`` (of order one at the start, whatever
 the size of the coarse solver's error: in units of the state a loss of 1e-8 would fall below
@@ -117,16 +120,18 @@ class Hybrid(Model):
         self.n_val, self.val_steps, self.n_test, self.test_steps = int(n_val), int(val_steps), int(n_test), int(test_steps)
         self.batch_size = int(batch_size)
         self.n_dims, self.resolution, self.dt = int(problem.n_dims), int(problem.coarse_resolution), float(problem.coarse_dt)
+        channels = 2 if correct == "state" else 1
         if network == "cnn":
-            self.net: nn.Module = PeriodicResNet(self.n_dims, 1, 1, width=width, blocks=blocks, kernel=kernel)
+            self.net: nn.Module = PeriodicResNet(self.n_dims, channels, 1, width=width, blocks=blocks, kernel=kernel)
         else:
             if 2 * modes > self.resolution:
                 raise ConfigError("model.modes", f"{modes} Fourier modes need {2 * modes} points per axis; the "
                                   f"coarse grid has {self.resolution}")
-            self.net = FourierNet(self.n_dims, 1, 1, width=width, modes=modes, layers=blocks)
-        #: standard deviations of the training states and of the coarse step's one-step error on
-        #: them (0 until fitted; the checkpoint carries them)
+            self.net = FourierNet(self.n_dims, channels, 1, width=width, modes=modes, layers=blocks)
+        #: standard deviations of the training states, of the coarse step's increments and of its
+        #: one-step error on them (0 until fitted; the checkpoint carries them)
         self.register_buffer("scale", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("increment_scale", torch.zeros((), dtype=torch.float64))
         self.register_buffer("correction_scale", torch.zeros((), dtype=torch.float64))
         self._data: dict[str, tuple[tuple, Tensor]] = {}
 
@@ -137,8 +142,9 @@ class Hybrid(Model):
         if self.correct == "forcing":
             forcing = (delta / self.dt) * self.net((state / scale).unsqueeze(1)).squeeze(1)
             return problem.coarse_step(state, self.dt, forcing)
-        state = problem.coarse_step(state, self.dt)
-        return state + delta * self.net((state / scale).unsqueeze(1)).squeeze(1)
+        stepped = problem.coarse_step(state, self.dt)
+        inputs = torch.stack([stepped / scale, (stepped - state) / self.increment_scale.to(state.dtype)], dim=1)
+        return stepped + delta * self.net(inputs).squeeze(1)
 
     def rollout(self, problem: DifferentiableSolver, initial: Tensor, n_steps: int) -> Tensor:
         """``[B, n_steps + 1, *S]``: the initial states and ``n_steps`` hybrid steps."""
@@ -176,9 +182,9 @@ class Hybrid(Model):
         std = float(data.std())
         self.scale.fill_(std if std > 0 else 1.0)
         states = data[:, :-1].flatten(0, 1)
-        errors = torch.cat([problem.coarse_step(chunk, self.dt) - target for chunk, target in
-                            zip(states.split(256), data[:, 1:].flatten(0, 1).split(256))])
-        delta = float(errors.std())
+        stepped = torch.cat([problem.coarse_step(chunk, self.dt) for chunk in states.split(256)])
+        rho, delta = float((stepped - states).std()), float((stepped - data[:, 1:].flatten(0, 1)).std())
+        self.increment_scale.fill_(rho if rho > 0 else self.scale.item())
         self.correction_scale.fill_(delta if delta > 0 else 1e-3 * self.scale.item())
 
     def batch(self, problem: DifferentiableSolver, step: int, seed: int) -> dict[str, Tensor]:

@@ -300,7 +300,10 @@ class NavierStokes(Problem, OperatorData, DifferentiableSolver):
         return self.cfl(state, dt)
 
     def trajectory_of(self, solution: Solution) -> tuple[Tensor, float]:
-        return solution.fields["w"], self.record_every
+        """The records of :meth:`solve` from the first at or after :attr:`spinup` (where the
+        hybrid's trajectories start)."""
+        first = math.ceil(self.spinup / self.record_every - 1e-9)
+        return solution.fields["w"][:, first:], self.record_every
 
     # -- data ------------------------------------------------------------------------------
     def initial_vorticity(self, n_samples: int, n: int, generator: torch.Generator) -> Tensor:
