@@ -218,7 +218,7 @@ def snapshots_figure(rows: dict[str, Tensor], times: Sequence[float], title: str
     first = next(iter(rows.values()))
     two_d = first.ndim == 3
     n_rows = len(rows) if two_d else 1
-    fig, axes = plt.subplots(n_rows, len(times), figsize=(2.8 * len(times), 2.6 * n_rows + 0.4),
+    fig, axes = plt.subplots(n_rows, len(times), figsize=(2.8 * len(times), 2.6 * n_rows + 0.4 if two_d else 3.6),
                              constrained_layout=True, squeeze=False)
     limit = float(first.abs().max())
     for j, t in enumerate(times):

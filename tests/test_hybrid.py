@@ -139,10 +139,11 @@ def test_a_hybrid_with_a_zero_network_is_its_coarse_solver_exactly(tmp_path, whi
     assert evaluation.metrics["rel_l2"] == evaluation.metrics["rel_l2_coarse"] > 0
 
 
+@pytest.mark.parametrize("correct", ["state", "forcing"])
 @pytest.mark.parametrize("which", ["burgers", "navier_stokes"])
-def test_gradients_through_the_unrolled_solver_match_finite_differences(tmp_path, which):
+def test_gradients_through_the_unrolled_solver_match_finite_differences(tmp_path, which, correct):
     p = burgers(tmp_path) if which == "burgers" else navier_stokes(tmp_path)
-    model = small_hybrid(p, network="cnn" if which == "burgers" else "fno", modes=4)
+    model = small_hybrid(p, network="cnn" if which == "burgers" else "fno", modes=4, correct=correct)
     model.fit_scale(p)
     for param in model.net.parameters():  # away from the zero start, so every path counts
         param.data.add_(0.3 * torch.randn_like(param))
@@ -208,8 +209,8 @@ def test_batches_are_a_pure_function_of_step_and_seed(tmp_path):
 TINY_HYBRID = [
     "experiment=hybrid_burgers", "problem.fine_resolution=256", "problem.dt=0.0025", "model.n_train=16",
     "model.train_steps=40", "model.n_val=4", "model.val_steps=40", "model.n_test=4", "model.test_steps=80",
-    "model.width=16", "model.batch_size=16", "optim.steps=150", "trainer.val_every=75",
-    "trainer.checkpoint_every=75", "trainer.device=cpu", "trainer.callbacks.progress=null",
+    "model.width=16", "model.batch_size=16", "optim.steps=250", "trainer.val_every=125",
+    "trainer.checkpoint_every=125", "trainer.device=cpu", "trainer.callbacks.progress=null",
 ]
 
 

@@ -112,9 +112,9 @@ class Hybrid(Model):
             raise ConfigError("model.unroll", f"{unroll} steps do not fit in training trajectories of "
                               f"model.train_steps={train_steps}")
         try:
-            problem.check_stability()
+            problem.check_solver()
         except ValueError as err:
-            raise ConfigError("problem", str(err)) from None
+            raise ConfigError("", f"problem.{err}") from None
         self.unroll, self.correct, self.detach = int(unroll), correct, bool(detach)
         self.n_train, self.train_steps = int(n_train), int(train_steps)
         self.n_val, self.val_steps, self.n_test, self.test_steps = int(n_val), int(val_steps), int(n_test), int(test_steps)

@@ -670,14 +670,25 @@ class DifferentiableSolver(ABC):
                 records.append(self.to_coarse(state))
         return torch.stack(records, dim=1)
 
-    def check_stability(self, n_samples: int = 4) -> float:
-        """The largest Courant number of the coarse scheme on restricted initial states of the
-        validation split; raises ``ValueError`` (``coarse_dt``) above :attr:`max_courant`."""
+    def check_solver(self, n_samples: int = 4) -> float:
+        """Check the coarse solver's settings before any work: ``coarse_resolution`` even and
+        dividing ``fine_resolution``, ``coarse_dt`` and ``spinup`` whole numbers of ``dt``, and
+        the largest Courant number of the coarse scheme on restricted initial states of the
+        validation split at most :attr:`max_courant` (returned). Raises ``ValueError`` naming
+        the argument. Checked when a model asks for the view, not when the problem is built, so
+        that a problem used for other views need not care."""
+        n = self.coarse_resolution
+        if n < 2 or n % 2 or self.fine_resolution % n:
+            raise ValueError(f"coarse_resolution: must be even and divide fine_resolution={self.fine_resolution}, "
+                             f"got {n}")
+        _whole_ratio(self.coarse_dt, self.dt, "coarse_dt", "dt")
+        if self.spinup:
+            _whole_ratio(self.spinup, self.dt, "spinup", "dt")
         state = self.restrict(self.initial_states(n_samples, self._solver_seed("val")))
         value = float(self.courant(state, self.coarse_dt).max())
         if not value <= self.max_courant:
             raise ValueError(f"coarse_dt: {self.coarse_dt:g} gives a Courant number of {value:.3g} on the "
-                             f"{self.coarse_resolution}-point grid, above the coarse scheme's stability limit "
+                             f"{n}-point grid, above the coarse scheme's stability limit "
                              f"{self.max_courant:g}; lower coarse_dt")
         return value
 

@@ -169,15 +169,7 @@ class NavierStokes(Problem, OperatorData, DifferentiableSolver):
             raise ValueError(f"coarse_scheme: {coarse_scheme!r} is not one of cn_heun, cn_euler")
         self.coarse_resolution, self.coarse_dt = int(coarse_resolution), float(coarse_dt)
         self.coarse_scheme: Scheme = coarse_scheme
-        if (self.coarse_resolution < 4 or self.coarse_resolution % 2
-                or self.fine_resolution % self.coarse_resolution):
-            raise ValueError(f"coarse_resolution: must be even and divide fine_resolution="
-                             f"{self.fine_resolution}, got {self.coarse_resolution}")
-        if _integer_ratio(self.coarse_dt, self.dt) is None:
-            raise ValueError(f"coarse_dt: must be a whole number of dt={self.dt:g}, got {self.coarse_dt:g}")
         self.spinup = float(spinup)
-        if self.spinup and _integer_ratio(self.spinup, self.dt) is None:
-            raise ValueError(f"spinup: must be a whole number of dt={self.dt:g}, got {self.spinup:g}")
         self._cache: dict[tuple[int, str, torch.dtype], _Operators] = {}
 
     def _check_resolution(self, n: int) -> None:
