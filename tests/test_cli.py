@@ -71,7 +71,7 @@ def test_shell_completion_completes_groups_through_the_dispatcher(sciml):
 @pytest.mark.parametrize(
     "override, key, hint",
     [
-        ("model=nope", "model", "valid: drm, fno, lgd, lpd, neural_ode, pinn, tv_learned, ude"),
+        ("model=nope", "model", "valid: drm, fno, hybrid, lgd, lpd, neural_ode, pinn, tv_learned, ude"),
         ("optim=nope", "optim", "adam, adam_cosine, adam_lbfgs, lbfgs, sgd, ude"),
         ("optim.lr=-0.1", "optim.lr", "> 0"),
         ("optim.lr=fast", "optim.lr", "> 0"),
