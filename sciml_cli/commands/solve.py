@@ -46,8 +46,9 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     says how it predicts the solver's output (:meth:`Model.surrogate`).
 
     ``speedup`` compares the surrogate with the share of the solver's time that maps ``a`` to
-    ``u`` (an operator problem's ``output_work_fraction``; all of it unless the solver also
-    computes the inputs, as the first records of a Navier–Stokes trajectory)."""
+    ``u`` (the model's ``reference_output_share`` fact if it gives one, else an operator
+    problem's ``output_work_fraction``; all of it unless the solver also computes the inputs,
+    as the first records of a Navier–Stokes trajectory)."""
     import torch
     from rich.table import Table
 
@@ -75,8 +76,10 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     outside = torch.isnan(u)  # grid points outside a non-box domain
     pred, u = torch.where(outside, 0.0, pred), torch.where(outside, 0.0, u)
     errors = relative_l2(pred.flatten(1).double(), u.flatten(1).double())
-    # the part of the solver's time that maps a to u (steps cost alike, so a share of steps)
-    fraction = float(getattr(problem, "output_work_fraction", 1.0))
+    # the part of the solver's time that maps a to u (steps cost alike, so a share of steps): the
+    # model's own account if it gives one, else the problem's operator-data share
+    fraction = facts.pop("reference_output_share", None)
+    fraction = float(getattr(problem, "output_work_fraction", 1.0) if fraction is None else fraction)
     result = {
         "run": str(run), "device": str(device), "n_samples": int(cfg.n_samples), "seed": seed,
         "resolution": int(resolution), **facts,

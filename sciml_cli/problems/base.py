@@ -528,10 +528,11 @@ class DifferentiableSolver(ABC):
     restriction between their grids, and reference trajectories at the coarse time step.
 
     States are periodic grid functions ``[B, *S]`` with ``len(S) == n_dims`` equal axes. The
-    problem supplies :meth:`step` (its coarse scheme on any grid, differentiable, with an
+    problem supplies :meth:`coarse_step` (its coarse scheme on any grid, differentiable, with an
     optional extra forcing term inside the step), :meth:`reference_step` (its accurate scheme),
     random initial states on the fine grid, and a Courant number; the rest is derived here:
 
+    * :meth:`check_solver`: the coarse settings and the Courant number, before any work;
     * :meth:`restrict`: spectral truncation from the fine to a coarse grid;
     * :meth:`reference_trajectories`: fine solutions from ``fine_resolution`` initial states
       (integrated for :attr:`spinup` first, so that a trajectory starts from a developed state,
@@ -597,17 +598,24 @@ class DifferentiableSolver(ABC):
 
     def trajectory_starts(self, split: str, n_samples: int) -> Tensor:
         """The fine states trajectories of ``split`` start from: random initial states integrated
-        by the reference for :attr:`spinup`, ``[n_samples, *S_fine]``; kept in memory."""
+        by the reference for :attr:`spinup` (in float64, as the reference data), ``[n_samples,
+        *S_fine]`` on the problem's device and dtype; kept in memory."""
         key = (split, int(n_samples), self.spinup, str(self.device), self.dtype)
         cached = getattr(self, "_starts", None)
         if cached is not None and cached[0] == key:
             return cached[1]
-        state = self.initial_states(int(n_samples), self._solver_seed(split))
-        if self.spinup > 0:
-            steps = _whole_ratio(self.spinup, self.dt, "spinup", "dt")
-            with torch.no_grad():
-                for _ in range(steps):
-                    state = self.reference_step(state, self.dt)
+        factory = self.factory
+        self.to(float64_device(self.device), torch.float64)  # as the reference data are made
+        try:
+            state = self.initial_states(int(n_samples), self._solver_seed(split))
+            if self.spinup > 0:
+                steps = _whole_ratio(self.spinup, self.dt, "spinup", "dt")
+                with torch.no_grad():
+                    for _ in range(steps):
+                        state = self.reference_step(state, self.dt)
+        finally:
+            self.to(factory["device"], factory["dtype"])
+        state = state.to(**factory)
         self._starts = key, state
         return state
 
