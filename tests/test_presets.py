@@ -90,6 +90,18 @@ def test_node_preset_fits_below_the_noise(sciml):
 
 #: learned CT presets: (preset, run directory, dB over FBP, dB over validation-tuned TV) on the
 #: held-out random ellipses
+def _train_and_eval(sciml, preset: str, run_name: str) -> dict:
+    """``sciml train experiment=<preset>`` then ``sciml eval`` of its run on every core; the
+    eval's JSON result."""
+    threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+    proc = sciml("train", f"experiment={preset}", "trainer.callbacks.progress=null", timeout=3600, env=threads)
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / run_name)
+    proc = sciml("eval", f"run={run}", "output=json", timeout=1800, env=threads)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 CT_PRESETS = [("lgd_ct_small", "ct-lgd", 6.0, 0.0), ("lpd_ct_small", "ct-lpd", None, 2.0),
               ("tv_learned_ct", "ct-tv_learned", None, 0.0)]
 
@@ -97,13 +109,7 @@ CT_PRESETS = [("lgd_ct_small", "ct-lgd", 6.0, 0.0), ("lpd_ct_small", "ct-lpd", N
 @pytest.mark.slow
 @pytest.mark.parametrize("preset, run_name, over_fbp, over_tv", CT_PRESETS, ids=[p[0] for p in CT_PRESETS])
 def test_ct_preset_beats_the_classical_reconstructions(sciml, preset, run_name, over_fbp, over_tv):
-    threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
-    proc = sciml("train", f"experiment={preset}", "trainer.callbacks.progress=null", timeout=3600, env=threads)
-    assert proc.returncode == 0, proc.stderr
-    run = only_run_dir(sciml.cwd / "outputs" / "train" / run_name)
-    proc = sciml("eval", f"run={run}", "output=json", timeout=1800, env=threads)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = _train_and_eval(sciml, preset, run_name)
     value, base = result["metrics"]["psnr"], result["baselines"]
     if over_fbp is not None:
         assert value >= base["fbp_psnr_ellipses"] + over_fbp
@@ -118,13 +124,7 @@ HYBRID_PRESETS = [("hybrid_burgers", "burgers-hybrid"), ("hybrid_navier_stokes",
 def test_hybrid_preset_beats_the_coarse_solver_four_times(sciml, preset, run_name):
     """On unseen initial conditions over 12x the training unroll: >= 4x below the coarse
     solver it corrects, no worse than the plain solver on the 2x grid, and bounded."""
-    threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
-    proc = sciml("train", f"experiment={preset}", "trainer.callbacks.progress=null", timeout=3600, env=threads)
-    assert proc.returncode == 0, proc.stderr
-    run = only_run_dir(sciml.cwd / "outputs" / "train" / run_name)
-    proc = sciml("eval", f"run={run}", "output=json", timeout=1800, env=threads)
-    assert proc.returncode == 0, proc.stderr
-    m = json.loads(proc.stdout)["metrics"]
+    m = _train_and_eval(sciml, preset, run_name)["metrics"]
     assert m["rel_l2_coarse"] >= 4 * m["rel_l2"], m
     assert m["rel_l2"] <= m["rel_l2_solver_2x"], m
     assert m["max_abs_ratio"] < 2 and m["rel_l2_last_step"] < 1, m
