@@ -15,6 +15,11 @@ of >= 10x the training unroll; training within the preset's time budget.
 
     python scripts/bench_hybrid.py --preset hybrid_burgers [--json out.json] [--figure fig.png]
     python scripts/bench_hybrid.py --runs RUN_LOOP RUN_ONESTEP      # score existing runs
+    python scripts/bench_hybrid.py --schemes hybrid_burgers       # why the coarse solver is low order
+
+``--schemes`` runs no training: for the preset's problem it scores the plain coarse solver with
+each of the problem's coarse schemes on 1x, 2x and 4x grids (4 test trajectories, 50 coarse
+steps), to show how much error a hybrid has to remove and how it falls with the grid.
 """
 
 from __future__ import annotations
@@ -82,11 +87,33 @@ def score(run: Path, device: str, repeats: int) -> dict:
             "curves": evaluation.details["curves"]}
 
 
+def schemes(preset: str, extra: list[str]) -> None:
+    import typing
+
+    from sciml_cli import config
+    from sciml_cli.commands import compose
+
+    cfg, _ = compose("train", [f"experiment={preset}", *extra])
+    cls = config.import_target(cfg.problem._target_, "problem")
+    options = typing.get_args(typing.get_type_hints(cls.__init__)["coarse_scheme"])
+    print(f"{preset}: plain coarse solver, mean rel-L2 over 50 coarse steps of 4 test trajectories")
+    for scheme in options:
+        cfg.problem.coarse_scheme = scheme
+        problem = config.instantiate(cfg.problem).to("cpu", torch.float64)
+        reference = problem.reference_trajectories("test", 4, 50)
+        row = []
+        for factor in (1, 2, 4):
+            plain = problem.solver_trajectories("test", 4, 50, factor * problem.coarse_resolution)
+            row.append(((plain - reference)[:, 1:].flatten(2).norm(dim=-1) / reference[:, 1:].flatten(2).norm(dim=-1)).mean().item())
+        print(f"  {scheme:10s} " + "  ".join(f"{f}x: {e:.2e}" for f, e in zip((1, 2, 4), row)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(BUDGET_S))
     ap.add_argument("--runs", nargs=2, type=Path, metavar=("LOOP", "ONESTEP"),
                     help="score two existing runs instead of training")
+    ap.add_argument("--schemes", choices=sorted(BUDGET_S), help="score the coarse schemes of a preset's problem")
     ap.add_argument("--outputs", type=Path, default=Path("outputs/bench_hybrid"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=5)
@@ -94,6 +121,8 @@ def main() -> None:
     ap.add_argument("--figure", type=Path)
     ap.add_argument("overrides", nargs="*", help="extra overrides for both trainings")
     args = ap.parse_args()
+    if args.schemes:
+        return schemes(args.schemes, args.overrides)
     if not args.preset and not args.runs:
         ap.error("give --preset or --runs")
 
