@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ..constraints import PositiveInt
 from ..errors import ConfigError
 from ..nn import FourierNet, PeriodicResNet
-from ..problems.base import DifferentiableSolver, Evaluation, Solution
+from ..problems.base import DifferentiableSolver, Evaluation, Solution, whole_ratio
 from .base import Model
 
 #: training seeds: ``seed * SEED_STRIDE + step``
@@ -258,7 +258,6 @@ class Hybrid(Model):
                 if metrics["rel_l2"] <= metrics[f"rel_l2_solver_{factor}x"]:
                     accurate_as = factor
             metrics["as_accurate_as"] = float(accurate_as)
-        self._last_coarse = coarse
         x = torch.arange(self.resolution, dtype=torch.float64) / self.resolution
         grid = {"t": torch.arange(1, n_steps + 1, dtype=torch.float64) * self.dt,
                 **{name: x for name in ("x", "y")[:self.n_dims]}}
@@ -277,10 +276,8 @@ class Hybrid(Model):
         figures = {"": plotting.curves_figure(t, curves, "t", "relative L2 error", title=title)}
         steps = evaluation.prediction.shape[1]
         picks = sorted({max(0, min(steps - 1, round(f * steps) - 1)) for f in (0.1, 0.25, 0.5, 1.0)})
-        coarse = getattr(self, "_last_coarse", None)
-        rows = {"reference": evaluation.reference[0, picks]}
-        if coarse is not None and coarse.shape[1] - 1 == steps:
-            rows["coarse solver"] = coarse[0, 1:][picks]
+        coarse = self.trajectories(problem, evaluation.details["split"], "solver", self.resolution)  # kept in memory
+        rows = {"reference": evaluation.reference[0, picks], "coarse solver": coarse[0, 1:][picks]}
         rows["hybrid"] = evaluation.prediction[0, picks]
         figures["snapshots"] = plotting.snapshots_figure(rows, [float(t[i]) for i in picks], title=title)
         return figures
@@ -298,8 +295,8 @@ class Hybrid(Model):
         (``speedup_at_equal_error``; absent when none is, and then the command's ``speedup``
         against the fine reference solver itself is the one at comparable error)."""
         states, record_dt = problem.trajectory_of(solution)
-        per_record = round(record_dt / self.dt)
-        if per_record < 1 or abs(per_record * self.dt - record_dt) > 1e-9 * record_dt:
+        per_record = whole_ratio(record_dt, self.dt)
+        if per_record is None:
             raise ValueError(f"the solver's records every {record_dt:g} are not a whole number of the "
                              f"hybrid's steps of {self.dt:g}")
         dtype = next(self.parameters()).dtype

@@ -701,9 +701,15 @@ class DifferentiableSolver(ABC):
         return value
 
 
-def _whole_ratio(numerator: float, denominator: float, name: str, of: str) -> int:
+def whole_ratio(numerator: float, denominator: float) -> int | None:
+    """``numerator / denominator`` if it is (to rounding) a positive integer, else None."""
     r = round(numerator / denominator)
-    if r < 1 or abs(r * denominator - numerator) > 1e-9 * numerator:
+    return r if r >= 1 and abs(r * denominator - numerator) <= 1e-9 * numerator else None
+
+
+def _whole_ratio(numerator: float, denominator: float, name: str, of: str) -> int:
+    r = whole_ratio(numerator, denominator)
+    if r is None:
         raise ValueError(f"{name}: must be a whole multiple of {of}={denominator:g}, got {numerator:g}")
     return r
 

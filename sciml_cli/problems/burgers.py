@@ -363,16 +363,8 @@ class Burgers(Problem, PhysicsResidual, OperatorData, DifferentiableSolver):
         dt = self.dt if dt is None else float(dt)
         n_steps = max(1, math.ceil(t / dt - 1e-9))
         h = t / n_steps
-        real = {"device": u0.device, "dtype": u0.dtype}
-        k = rfft_wavenumbers(n, **real)
-        coef = etdrk4_coefficients(-self.nu * k**2, h)
-        # complex copies: multiplying by a real tensor would convert it on every call
-        E, E2, Q, f1, f2, f3 = (coef[key].to(torch.complex128 if u0.dtype == torch.float64
-                                             else torch.complex64)
-                                for key in ("E", "E2", "Q", "f1", "f2", "f3"))
+        E, E2, Q, f1, f2, f3, g = self._etdrk4(n, h, u0.device, u0.dtype)
         f2 = 2 * f2
-        # -(u^2 / 2)_x in Fourier, masked to the kept band; the Nyquist mode is outside it
-        g = -0.5j * k * dealias_mask(n, device=u0.device)
 
         v0 = torch.fft.rfft(u0)
 
@@ -402,8 +394,13 @@ class Burgers(Problem, PhysicsResidual, OperatorData, DifferentiableSolver):
 
     # -- fno: one differentiable step (differentiable-solver view) ----------------------------------
     def _etdrk4(self, n: int, dt: float, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        """ETDRK4 coefficients ``E, E2, Q, f1, f2, f3`` of an ``n``-point grid and step ``dt``, and
+        ``g``, the Fourier factor of ``-(u^2 / 2)_x`` masked to the 2/3 band (the Nyquist mode is
+        outside it); complex, so multiplying a spectrum does not convert them on every call."""
         key = (n, float(dt), str(device), dtype)
         if key not in self._etdrk4_cache:
+            if len(self._etdrk4_cache) >= 16:  # evolve() with many step sizes: keep the cache small
+                self._etdrk4_cache.clear()
             k = rfft_wavenumbers(n, device=device, dtype=dtype)
             coef = etdrk4_coefficients(-self.nu * k**2, float(dt))
             cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64

@@ -50,7 +50,15 @@ from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..errors import ConfigError
 from ..numerics.metrics import relative_l2
 from ..numerics.spectral import dealias_mask_2d, grf_2d, rfft_wavenumbers, wavenumbers
-from .base import SPLIT_SEEDS, DifferentiableSolver, OperatorData, Problem, Solution, float64_device
+from .base import (
+    SPLIT_SEEDS,
+    DifferentiableSolver,
+    OperatorData,
+    Problem,
+    Solution,
+    float64_device,
+    whole_ratio,
+)
 
 Scheme = Literal["cn_heun", "cn_euler"]
 
@@ -65,12 +73,6 @@ class _Operators:
     inv_k2: Tensor  # [n, n//2+1] real, 1/|k|^2 with the mean mode set to 0
     dealias: Tensor  # [n, n//2+1] real 0/1, the 2/3 rule (a bool factor would be cast every step)
     forcing: Tensor  # [n, n//2+1] complex, rfft2 of f on the grid
-
-
-def _integer_ratio(numerator: float, denominator: float) -> int | None:
-    """``numerator / denominator`` if it is (to rounding) a positive integer, else None."""
-    r = round(numerator / denominator)
-    return r if r >= 1 and abs(r * denominator - numerator) <= 1e-9 * numerator else None
 
 
 class NavierStokes(Problem, OperatorData, DifferentiableSolver):
@@ -156,10 +158,10 @@ class NavierStokes(Problem, OperatorData, DifferentiableSolver):
         self.resolution, self.fine_resolution = int(resolution), int(fine_resolution)
         self.alpha, self.tau, self.sigma = float(alpha), float(tau), float(sigma)
         self.batch_size = int(batch_size)
-        self.steps_per_record = _integer_ratio(self.record_every, self.dt)
+        self.steps_per_record = whole_ratio(self.record_every, self.dt)
         if self.steps_per_record is None:
             raise ValueError(f"dt: must divide record_every={self.record_every:g}, got {self.dt:g}")
-        self.n_records = _integer_ratio(self.t_end, self.record_every)
+        self.n_records = whole_ratio(self.t_end, self.record_every)
         if self.n_records is None:
             raise ValueError(
                 f"record_every: must divide t_end={self.t_end:g}, got {self.record_every:g}"
