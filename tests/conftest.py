@@ -1,6 +1,6 @@
 """Shared test helpers, imported by the tests as ``from conftest import ...`` (no test file imports
 another): the `sciml` executable run as a real subprocess, the tiny configs of the CLI tests, a
-check that a written PNG holds a drawn figure, and ``Diffusion``, an operator problem with an
+check that a written PNG holds a drawn figure, a MATLAB v7.3 writer, and ``Diffusion``, an operator problem with an
 exact solution at every resolution."""
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 from sciml_cli.problems.base import SPLIT_SEEDS, OperatorData, Problem, Solution  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def generated_problems() -> list[str]:
+    """Problem configs whose data sciml makes, so they build from their defaults alone
+    (``problem=dataset`` reads the user's file: tests/test_dataset.py)."""
+    from sciml_cli import config
+
+    return [p for p in config.group_options("problem") if p != "dataset"]
 SCIML = [sys.executable, "-m", "sciml_cli"]
 
 #: a PINN run of a few seconds on a CPU core
@@ -79,6 +87,22 @@ def only_run_dir(base: Path) -> Path:
     runs = [p for p in base.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def write_v73(path: Path, arrays: dict, chunk_samples: int | None = None) -> None:
+    """What MATLAB's ``save -v7.3`` writes: HDF5 after a 512-byte header, arrays column-major
+    (written here independently of ``sciml_cli.data.export``, so a test checks one against the other)."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, a in arrays.items():
+            chunks = None if chunk_samples is None else a.shape[:0:-1] + (chunk_samples,)
+            d = f.create_dataset(name, data=a.T, chunks=chunks)  # .T: MATLAB's (N, X) is HDF5's (X, N)
+            d.attrs["MATLAB_class"] = np.bytes_("double")
+    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    with open(path, "r+b") as f:
+        f.write(text.ljust(116) + b"\0" * 8 + b"\x00\x02" + b"IM")
 
 
 def first_logged_loss(run: Path) -> float:

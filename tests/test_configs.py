@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import generated_problems
 from omegaconf import OmegaConf
 
 from sciml_cli import config
@@ -36,7 +37,7 @@ def test_every_option_composes_and_checks(group, option):
         config.import_target(target, group)
 
 
-@pytest.mark.parametrize("problem", config.group_options("problem"))
+@pytest.mark.parametrize("problem", generated_problems())
 def test_every_problem_composes_for_solve_and_keys_its_data_by_every_argument(problem):
     cfg, _ = compose("solve", [f"problem={problem}"])
     config.check(cfg)
@@ -61,7 +62,7 @@ def test_views_follow_the_instance_config():
 
 
 @pytest.mark.parametrize("model", config.group_options("model"))
-@pytest.mark.parametrize("problem", config.group_options("problem"))
+@pytest.mark.parametrize("problem", generated_problems())
 def test_model_problem_pairs_fit_exactly_when_every_view_is_offered(model, problem):
     cfg, _ = compose("train", [f"model={model}", f"problem={problem}"])
     model_cls = config.import_target(cfg.model._target_, "model")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from conftest import write_v73
 from omegaconf import OmegaConf
 
 from sciml_cli.data.cache import (
@@ -254,21 +255,9 @@ def _fno_arrays(n=24, x=32, y=8):
     return rng.standard_normal((n, x)), rng.standard_normal((n, x, y))
 
 
-def _write_v73(path: Path, arrays: dict[str, np.ndarray], chunk_samples: int | None = None) -> None:
-    """What MATLAB's ``save -v7.3`` writes: HDF5 after a 512-byte header, arrays column-major."""
-    with h5py.File(path, "w", userblock_size=512) as f:
-        for name, a in arrays.items():
-            chunks = None if chunk_samples is None else a.shape[:0:-1] + (chunk_samples,)
-            d = f.create_dataset(name, data=a.T, chunks=chunks)  # .T: MATLAB's (N, X) is HDF5's (X, N)
-            d.attrs["MATLAB_class"] = np.bytes_("double")
-    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
-    with open(path, "r+b") as f:
-        f.write(text.ljust(116) + b"\0" * 8 + b"\x00\x02" + b"IM")
-
-
 def test_fno_v73_is_lazy_and_in_matlab_axis_order(tmp_path):
     a, u = _fno_arrays()
-    _write_v73(tmp_path / "burgers.mat", {"coeff": a, "sol": u})
+    write_v73(tmp_path / "burgers.mat", {"coeff": a, "sol": u})
     assert scipy.io.matlab.matfile_version(tmp_path / "burgers.mat") == (2, 0)  # scipy agrees: v7.3
     with FNOMatDataset(tmp_path / "burgers.mat", variables={"a": "coeff", "u": "sol"}) as ds:
         assert ds.lazy and len(ds) == 24
@@ -287,7 +276,7 @@ def test_fno_v73_is_lazy_and_in_matlab_axis_order(tmp_path):
 
 def test_fno_v73_reads_only_the_chunks_of_the_requested_samples(tmp_path):
     a, u = _fno_arrays(n=64, x=64, y=16)
-    _write_v73(tmp_path / "ns.mat", {"a": a, "u": u}, chunk_samples=8)
+    write_v73(tmp_path / "ns.mat", {"a": a, "u": u}, chunk_samples=8)
     f = CountingFile(tmp_path / "ns.mat")
     ds = FNOMatDataset(f)
     before = f.nbytes
@@ -314,6 +303,6 @@ def test_fno_v5_is_read_whole_with_the_same_interface(tmp_path):
 
 def test_fno_arrays_must_agree_on_samples(tmp_path):
     a, u = _fno_arrays()
-    _write_v73(tmp_path / "bad.mat", {"a": a, "u": u[:10]})
+    write_v73(tmp_path / "bad.mat", {"a": a, "u": u[:10]})
     with warnings.catch_warnings(), pytest.raises(SciMLError, match="disagree"):
         FNOMatDataset(tmp_path / "bad.mat")

@@ -14,7 +14,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, generated_problems
 from rich.console import Console
 
 from sciml_cli import config, progress
@@ -222,7 +222,7 @@ def _ns_work(p: NavierStokes, n_samples: int) -> float:
     return math.ceil(n_samples / p.batch_size) * n_steps * (p.fine_resolution / 64) ** 2
 
 
-@pytest.mark.parametrize("problem", config.group_options("problem"))
+@pytest.mark.parametrize("problem", generated_problems())
 def test_every_default_solve_is_small(problem):
     cfg, choices = compose("solve", [f"problem={problem}"])
     assert choices["fidelity"] == "quick"

@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .. import config, output, rundir
-from ..errors import reporting
+from ..errors import ConfigError, reporting
 from . import check_positive_ints, compose, expand, run_app
 
 
@@ -17,9 +17,13 @@ def preflight(overrides: list[str]) -> None:
         cfg, _ = compose("solve", job)
         config.check(cfg)
         check_positive_ints({k: cfg.get(k) for k in ("resolution", "n_samples", "batch_size", "repeats")})
+        if cfg.get("format") not in FORMATS:
+            raise ConfigError("format", f"{cfg.get('format')!r} is not a layout sciml writes", FORMATS)
 
 
 FRESH_SEED_OFFSET = 1000  # far from the train/val/test split seeds
+#: layouts of the written file (see sciml_cli.data.export)
+FORMATS = ("sciml", "pdebench", "mat")
 
 
 def _timed(fn, device, repeats: int):
@@ -52,7 +56,6 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     import torch
     from rich.table import Table
 
-    from ..errors import ConfigError
     from ..numerics.metrics import relative_l2
     from .eval import restore
 
@@ -108,7 +111,7 @@ def task(cfg: DictConfig) -> None:
     from rich.table import Table
 
     from .. import plotting
-    from ..data.hdf5 import write_solution
+    from ..data.export import export
     from ..training.trainer import DTYPES, resolve_device
 
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -126,16 +129,14 @@ def task(cfg: DictConfig) -> None:
     try:
         solution = problem.solve(resolution=cfg.resolution, n_samples=cfg.n_samples, seed=cfg.seed)
     except ValueError as err:  # solvers state which argument they refuse
-        from ..errors import ConfigError
-
         raise ConfigError("", str(err)) from None
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = float(solution.attrs.get("wall_time_s", float("nan")))
-    h5 = write_solution(out / f"{name}.h5", solution, {
+    h5 = export(out / name, solution, str(cfg.format), {
         "config": OmegaConf.to_yaml(cfg, resolve=True), "problem": name, "device": str(device),
         "versions": rundir.versions(),
-    })
+    }, t_end=solution.attrs.get("t_end", getattr(problem, "t_end", None)))
     first = next(iter(solution.fields))
     png = plotting.save(plotting.field_figure(solution.grid, solution.fields[first][0],
                                               title=f"{name}: {first}"), out / f"{name}.png")

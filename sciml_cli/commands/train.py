@@ -23,7 +23,8 @@ def preflight(overrides: list[str], config_name: str = "train") -> None:
         cfg, choices = compose(config_name, job)
         config.check(cfg)
         _check_writable("paths.outputs", Path(str(cfg.paths.outputs)))
-        check_compatible(cfg)
+        if cfg.get("resume") is None:  # a resumed run builds from its checkpoint's config, below
+            check_compatible(cfg)
         _check_phases(cfg)
         if config_name == "train":  # a sweep's jobs may run elsewhere (a GPU node)
             from ..training.trainer import resolve_device
@@ -160,9 +161,17 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
     trainer.seed_everything()
     problem = config.instantiate(cfg.problem)
     model = config.instantiate(cfg.model, problem=problem)
+    pinned = problem.pinned_arguments()
+    if pinned:  # e.g. a data file's absolute path and checksum: eval and resume read the same bytes
+        stored = OmegaConf.create(config_yaml)
+        for key, value in pinned.items():
+            stored.problem[key] = value
+        config_yaml = OmegaConf.to_yaml(stored)
 
     info = {**rundir.provenance(), "device": str(trainer.device), "dtype": trainer.dtype_name,
             "seed": trainer.seed, "status": "running", "resumed_from_step": resume_state and resume_state["step"]}
+    if problem.provenance():
+        info["data"] = problem.provenance()
     rundir.write_json(run_dir / "run.json", info)
     container = OmegaConf.to_container(cfg, resolve=True)
     try:

@@ -14,6 +14,7 @@ blocks of consecutive samples (``ds[i:j]``) is much cheaper than one at a time.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,28 @@ def _variables(variables: str | Sequence[str] | Mapping[str, str]) -> dict[str, 
     if isinstance(variables, Mapping):
         return {str(k): str(v) for k, v in variables.items()}
     return {str(v): str(v) for v in variables}
+
+
+def _plain_index(rest: tuple[Any, ...]) -> tuple[tuple[Any, ...], list[tuple[int, np.ndarray]]]:
+    """``rest`` with its one list (if any) made increasing and unique, as h5py wants, and
+    ``(axis in rest, inverse)`` to put the read values back in the order asked for."""
+    out, lists = [], []
+    for axis, r in enumerate(rest):
+        if isinstance(r, (list, tuple, np.ndarray)):
+            idx = np.asarray(r, dtype=np.int64)
+            if idx.ndim != 1 or idx.size == 0 or (idx < 0).any():
+                raise IndexError(f"a list index must be a non-empty 1-D list of ints >= 0, got {r!r}")
+            unique, inverse = np.unique(idx, return_inverse=True)
+            out.append(unique.tolist())
+            if not np.array_equal(unique, idx):
+                lists.append((axis, inverse))
+        elif r is Ellipsis or r is None or not isinstance(r, (int, np.integer, slice)):
+            raise IndexError("after the sample index only ints, slices and one list are supported")
+        else:
+            out.append(r)
+    if sum(isinstance(r, list) for r in out) > 1:
+        raise IndexError("at most one list index after the sample index")
+    return tuple(out), lists
 
 
 class _LazyArrays:
@@ -102,6 +125,8 @@ class _LazyArrays:
         return self._n
 
     def _count(self) -> int:
+        if not self.variables:
+            return 0
         counts = {name: self.shape(name)[0] for name in self.variables}
         if len(set(counts.values())) != 1:
             raise SciMLError(f"{self.source}: arrays disagree on the number of samples: {counts}")
@@ -139,29 +164,41 @@ class _LazyArrays:
         return unique, inverse
 
     def _read(self, array: Any, sel: Any, rest: tuple[Any, ...]) -> np.ndarray:
-        if any(r is Ellipsis or r is None or not isinstance(r, (int, np.integer, slice)) for r in rest):
-            raise IndexError("after the sample index only ints and slices are supported")
+        rest, lists = _plain_index(rest)
+        if lists and not isinstance(sel, slice):
+            raise IndexError("a list after the sample index needs a slice of samples")
         if isinstance(sel, np.ndarray) and sel.size == 0:
             shape = self._logical_shape(array)
             return np.empty((0, *shape[1:]), dtype=array.dtype)[(slice(None), *rest)]
         if not self.transposed:
-            return np.asarray(array[(sel, *rest)])
-        # MATLAB (N, X, Y) is stored as (Y, X, N): index the reversed axes, then reverse back
-        ndim = len(array.shape)
-        if len(rest) > ndim - 1:
-            raise IndexError(f"too many indices for an array of {ndim} dimensions")
-        rest = rest + (slice(None),) * (ndim - 1 - len(rest))
-        return np.asarray(array[(*rest[::-1], sel)]).transpose()
+            data = np.asarray(array[(sel, *rest)])
+        else:
+            # MATLAB (N, X, Y) is stored as (Y, X, N): index the reversed axes, then reverse back
+            ndim = len(array.shape)
+            if len(rest) > ndim - 1:
+                raise IndexError(f"too many indices for an array of {ndim} dimensions")
+            rest = rest + (slice(None),) * (ndim - 1 - len(rest))
+            data = np.asarray(array[(*rest[::-1], sel)]).transpose()
+        for axis, inverse in lists:  # h5py reads a list in increasing order: restore the one asked for
+            kept = sum(not isinstance(r, (int, np.integer)) for r in rest[:axis])
+            data = np.take(data, inverse, axis=1 + kept)
+        return data
 
-    def __getitem__(self, index: Any) -> dict[str, torch.Tensor]:
+    def read(self, name: str, index: Any) -> np.ndarray:
+        """Output ``name`` at ``index`` (as for ``ds[index]``; after the samples, ints, slices and
+        one list), as stored (no cast), C-contiguous."""
         first, rest = (index[0], tuple(index[1:])) if isinstance(index, tuple) else (index, ())
         sel, inverse = self._samples(first)
+        data = self._read(self._array(self.variables[name]), sel, rest)
+        return np.ascontiguousarray(data if inverse is None else data[inverse])
+
+    def itemsize(self, name: str) -> int:
+        return int(self._array(self.variables[name]).dtype.itemsize)
+
+    def __getitem__(self, index: Any) -> dict[str, torch.Tensor]:
         out = {}
-        for name, var in self.variables.items():
-            data = self._read(self._array(var), sel, rest)
-            if inverse is not None:
-                data = data[inverse]
-            t = torch.from_numpy(np.ascontiguousarray(data))
+        for name in self.variables:
+            t = torch.from_numpy(self.read(name, index))
             out[name] = t if self.dtype is None else t.to(self.dtype)
         return out
 
@@ -268,3 +305,257 @@ class FNOMatDataset(_LazyArrays):
 
     def _array(self, var: str) -> Any:
         return self._memory[var] if not self.lazy else super()._array(var)
+
+
+class NPZDataset(_LazyArrays):
+    """Arrays of a NumPy ``.npz`` archive, samples first, by name.
+
+    An archive member cannot be sliced without being read, so each array asked for is read
+    whole into memory on first use (only that array, not the archive). One-dimensional members
+    named ``x``, ``y``, ``z`` or ``t`` are the grid (:attr:`grid`), not data.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        variables: str | Sequence[str] | Mapping[str, str],
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(source, _variables(variables), dtype)
+        import zipfile
+
+        try:
+            self._archive = np.load(source, allow_pickle=False)
+            members = list(self._archive.files)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            raise SciMLError(f"{source}: not a readable .npz file: {err}") from None
+        self.grid = {}
+        for axis in ("t", "x", "y", "z"):
+            if axis in members:
+                c = self._load(axis)
+                if c.ndim == 1:
+                    self.grid[axis] = torch.from_numpy(c)
+        self.names = [m for m in members if m not in self.grid]
+        self._memory: dict[str, np.ndarray] = {}
+        self._n = self._count()
+
+    def _load(self, var: str) -> np.ndarray:
+        import zipfile
+
+        try:
+            return self._archive[var]
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:  # a damaged member
+            raise SciMLError(f"{self.source}: array {var!r} is not readable: {err}") from None
+
+    def _array(self, var: str) -> Any:
+        if var not in self._memory:
+            if var not in self.names:
+                raise SciMLError(f"{self.source}: no array {var!r} (arrays: {', '.join(sorted(self.names))})")
+            self._memory[var] = self._load(var)
+        return self._memory[var]
+
+    def close(self) -> None:
+        self._memory.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_memory": {}}
+
+
+class SciMLFileDataset(_LazyArrays):
+    """The HDF5 file that ``sciml solve`` writes (:mod:`sciml_cli.data.hdf5`): ``/fields/<name>``
+    sample-first, ``/grid/<name>`` the coordinates of the trailing axes in axis order."""
+
+    def __init__(self, source: str | Path, variables: str | Sequence[str] | Mapping[str, str],
+                 dtype: torch.dtype | None = None) -> None:
+        import json
+
+        super().__init__(source, _variables(variables), dtype)
+        f = self._h5()
+        try:
+            fields, grid = f["fields"], f["grid"]
+            self.names = sorted(k for k in fields if isinstance(fields[k], h5py.Dataset))
+            axes = json.loads(grid.attrs["axes"])
+            self.grid = {k: torch.from_numpy(np.asarray(grid[k][()])) for k in axes}
+        except (KeyError, ValueError, OSError) as err:
+            raise SciMLError(f"{source}: not a readable sciml dataset: {err}") from None
+        self._n = self._count()
+
+    def _array(self, var: str) -> Any:
+        if var not in self.names:
+            raise SciMLError(f"{self.source}: no array {var!r} (arrays: {', '.join(self.names)})")
+        return self._h5()["fields"][var]
+
+
+class PDEBenchGroupsDataset(_LazyArrays):
+    """A PDEBench file with one group per sample (the 2D reaction-diffusion and shallow-water
+    files): ``/<sample>/data`` ``[T, *S, C]`` and ``/<sample>/grid/{t,x,y}``. Seen as one array
+    ``data`` ``[N, T, *S, C]``; reading ``k`` samples opens ``k`` groups."""
+
+    def __init__(self, source: str | Path, variables: str | Sequence[str] | Mapping[str, str] = "data",
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(source, _variables(variables), dtype)
+        f = self._h5()
+        self._groups = sorted(k for k in f if isinstance(f[k], h5py.Group) and "data" in f[k])
+        if not self._groups:
+            raise SciMLError(f"{source}: no sample groups with a 'data' array")
+        self.names = ["data"]
+        first = f[self._groups[0]]
+        self.grid = {}
+        for axis in ("t", "x", "y", "z"):
+            if "grid" in first and axis in first["grid"]:
+                self.grid[axis] = torch.from_numpy(np.asarray(first["grid"][axis][()]))
+        self._n = len(self._groups)
+
+    def _array(self, var: str) -> Any:
+        if var != "data":
+            raise SciMLError(f"{self.source}: no array {var!r} (arrays: data)")
+        return self._h5()[self._groups[0]]["data"]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return (len(self._groups), *self._array(self.variables[name]).shape)
+
+    def _count(self) -> int:
+        return len(self._groups)
+
+    def _read(self, array: Any, sel: Any, rest: tuple[Any, ...]) -> np.ndarray:
+        f = self._h5()
+        index = range(len(self._groups))[sel] if isinstance(sel, slice) else np.atleast_1d(sel)
+        rest, lists = _plain_index(rest)
+        blocks = []
+        for i in index:
+            data = f[self._groups[int(i)]]["data"]
+            if data.shape != array.shape:
+                raise SciMLError(f"{self.source}: sample {self._groups[int(i)]} has data of shape "
+                                 f"{data.shape}, the first has {array.shape}")
+            blocks.append(np.asarray(data[rest]))
+        shape = np.empty(array.shape, dtype=np.bool_)[rest].shape if not blocks else None
+        out = np.stack(blocks) if blocks else np.empty((0, *shape), dtype=array.dtype)
+        for axis, inverse in lists:
+            kept = sum(not isinstance(r, (int, np.integer)) for r in rest[:axis])
+            out = np.take(out, inverse, axis=1 + kept)
+        if isinstance(sel, (int, np.integer)):
+            out = out[0]
+        return out
+
+
+# -- formats ------------------------------------------------------------------------------------------
+#: the layouts :func:`open_arrays` reads
+FORMATS = ("pdebench", "pdebench_groups", "mat", "npz", "sciml")
+_COORDINATES = ("t-coordinate", "x-coordinate", "y-coordinate", "z-coordinate")
+
+
+def _is_matlab73(f: h5py.File) -> bool:
+    if f.userblock_size >= 128:
+        with open(f.filename, "rb") as raw:
+            if raw.read(10) == b"MATLAB 7.3":
+                return True
+    return any("MATLAB_class" in f[k].attrs for k in f)
+
+
+def detect_format(path: str | Path) -> str | None:
+    """The layout of ``path`` (one of :data:`FORMATS`) from its content, or ``None``."""
+    import zipfile
+
+    path = Path(path)
+    if zipfile.is_zipfile(path):
+        return "npz"
+    if h5py.is_hdf5(path):
+        try:
+            with h5py.File(path, "r") as f:
+                if "fields" in f and "grid" in f and "sha256" in f.attrs:
+                    return "sciml"
+                if _is_matlab73(f):
+                    return "mat"
+                if any(isinstance(f[k], h5py.Group) and "data" in f[k] for k in f):
+                    return "pdebench_groups"
+                if any(isinstance(f[k], h5py.Dataset) for k in f):
+                    return "pdebench"
+        except OSError as err:
+            raise SciMLError(f"{path}: not a readable HDF5 file: {err}") from None
+        return None
+    with open(path, "rb") as raw:
+        if raw.read(10) == b"MATLAB 5.0":
+            return "mat"
+    return None
+
+
+def array_shapes(path: str | Path, format: str) -> dict[str, tuple[int, ...]]:
+    """Data arrays of the file and their shapes, samples first (MATLAB's axis order for
+    ``.mat``); coordinates are left out."""
+    if format == "npz":
+        ds = NPZDataset(path, [])
+        import zipfile
+
+        with zipfile.ZipFile(path) as z:  # shapes from the members' headers, without reading data
+            shapes = {}
+            for name in ds.names:
+                with z.open(f"{name}.npy") as member:
+                    header = {(1, 0): np.lib.format.read_array_header_1_0,
+                              (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(member))
+                    shapes[name] = tuple(header(member)[0]) if header else ds._load(name).shape
+        return shapes
+    if format == "mat":
+        if not h5py.is_hdf5(path):
+            import scipy.io
+
+            try:
+                return {name: tuple(shape) for name, shape, _ in scipy.io.whosmat(path)}
+            except (ValueError, OSError, NotImplementedError, TypeError) as err:
+                raise SciMLError(f"{path}: not a readable .mat file: {err}") from None
+    if format == "pdebench_groups":
+        ds = PDEBenchGroupsDataset(path)
+        return {"data": ds.shape("data")}
+    if format == "sciml":
+        ds = SciMLFileDataset(path, [])
+        return {name: tuple(ds._array(name).shape) for name in ds.names}
+    try:
+        with h5py.File(path, "r") as f:
+            shapes = {k: tuple(f[k].shape) for k in f
+                      if isinstance(f[k], h5py.Dataset) and k not in _COORDINATES and f[k].ndim > 0}
+            if format == "mat":
+                shapes = {k: s[::-1] for k, s in shapes.items()}
+            return shapes
+    except OSError as err:
+        raise SciMLError(f"{path}: not a readable HDF5 file: {err}") from None
+
+
+def open_arrays(path: str | Path, format: str, variables: Mapping[str, str],
+                dtype: torch.dtype | None = None) -> _LazyArrays:
+    """A reader of ``variables`` (``{output name: array name}``) in a file of ``format``; its
+    ``grid`` attribute holds the coordinates the file stores (none for ``.mat``)."""
+    if format == "pdebench":
+        return PDEBenchDataset(path, variables, dtype)
+    if format == "pdebench_groups":
+        return PDEBenchGroupsDataset(path, variables, dtype)
+    if format == "npz":
+        return NPZDataset(path, variables, dtype)
+    if format == "sciml":
+        return SciMLFileDataset(path, variables, dtype)
+    if format == "mat":
+        ds = FNOMatDataset(path, variables, dtype)
+        ds.grid = {}
+        return ds
+    raise ValueError(f"format: {format!r} is not one of {', '.join(FORMATS)}")
+
+
+# -- checksums ----------------------------------------------------------------------------------------
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def file_sha256(path: str | Path, block_bytes: int = 8 * 2**20) -> str:
+    """SHA-256 of a file's bytes, read in blocks (bounded memory), with a progress bar for large
+    files; remembered per process while the file's size and modification time stay the same."""
+    from .. import progress
+
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        blocks = -(-st.st_size // block_bytes)
+        with open(path, "rb") as f, progress.track_steps(blocks, f"sha256 of {path.name}") as bar:
+            while chunk := f.read(block_bytes):
+                h.update(chunk)
+                bar.advance()
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]

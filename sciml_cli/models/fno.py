@@ -42,6 +42,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "ta
 
 #: hidden units of the projection Q, as in the reference implementation of Li et al. (2021)
 PROJECTION_WIDTH = 128
+#: zero points appended per axis on a non-periodic domain (Li et al. 2021, Darcy flow)
+NONPERIODIC_PADDING = 9
 
 
 def _operator_shape(problem: OperatorData) -> tuple[int, int, int]:
@@ -79,7 +81,8 @@ class FNO(Model):
         Zero points appended at the end of every spatial axis after the lifting and cropped
         before the projection, so a non-periodic problem is not treated as periodic (Li et al.
         2021 pad Darcy flow by 9 points). A fixed number of points is a shorter physical length
-        on a finer grid, so padding weakens resolution invariance; 0 for periodic problems.
+        on a finer grid, so padding weakens resolution invariance. ``None``: 0 on a periodic
+        problem (its ``periodic`` attribute), :data:`NONPERIODIC_PADDING` otherwise.
     grid_channels
         Append the coordinates of the grid points (mapped to ``[0, 1]`` by the train grid's
         extent) to the input channels, as Li et al. (2021) do. On a periodic domain the
@@ -121,7 +124,7 @@ class FNO(Model):
         width: PositiveInt = 64,
         n_layers: PositiveInt = 4,
         activation: Activation = "gelu",
-        padding: NonNegativeInt = 0,
+        padding: NonNegativeInt | None = None,
         grid_channels: bool = True,
         n_train: PositiveInt = 1000,
         n_test: PositiveInt = 200,
@@ -146,6 +149,8 @@ class FNO(Model):
                                  "cannot be rolled out; set it to false")
             self.step = int(step)
         self.autoregressive = bool(autoregressive)
+        if padding is None:
+            padding = 0 if getattr(problem, "periodic", True) else NONPERIODIC_PADDING
         self.modes, self.width, self.padding, self.grid_channels = modes, width, padding, grid_channels
         self.n_train, self.n_test, self.batch_size, self.resolution = n_train, n_test, batch_size, resolution
 

@@ -152,6 +152,17 @@ class Problem(ABC):
         equation for Burgers): a learned model is only interesting below them."""
         return {}
 
+    def pinned_arguments(self) -> dict[str, Any]:
+        """Constructor arguments a training run records in its stored config in place of the
+        ones given, so that ``eval`` and ``resume`` use the same data (a data file's absolute
+        path and checksum); none by default."""
+        return {}
+
+    def provenance(self) -> dict[str, Any]:
+        """What ``run.json`` records about the data this problem reads from outside (a user's
+        file: path, size, checksum); nothing for generated data."""
+        return {}
+
 
 class FieldDomain(ABC):
     """What the views on a solution field ``u(x)`` share (not a view itself): the coordinates,
@@ -357,6 +368,8 @@ class OperatorData(ABC):
     #: (``a`` the first ``C_in / step_channels`` records, ``u`` the following ones), so that a
     #: model may predict ``u`` autoregressively; ``None`` when they are not
     step_channels: int | None = None
+    #: whether the spatial domain is periodic (a model pads a non-periodic one, e.g. the FNO)
+    periodic: bool = True
     #: share of :meth:`Problem.solve`'s work that maps ``a`` to ``u`` (below 1 when the solver
     #: also produces the inputs, e.g. the first records of a trajectory); scales the reference
     #: time when a surrogate is compared with the solver

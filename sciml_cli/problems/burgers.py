@@ -560,6 +560,7 @@ class Burgers(Problem, PhysicsResidual, OperatorData, DifferentiableSolver):
             attrs={
                 "setup": "fno",
                 "solver": "pseudo-spectral etdrk4",
+                "t_end": self.t_end,
                 "nu": self.nu,
                 "grf": self.grf,
                 "grf_alpha": alpha,
