@@ -476,6 +476,9 @@ def detect_format(path: str | Path) -> str | None:
     with open(path, "rb") as raw:
         if raw.read(10) == b"MATLAB 5.0":
             return "mat"
+    kind = {".npz": "NumPy .npz", ".mat": "MATLAB .mat", ".h5": "HDF5", ".hdf5": "HDF5"}.get(path.suffix.lower())
+    if kind is not None:  # named like a layout we read, but it is not one: damaged
+        raise SciMLError(f"{path}: not a readable {kind} file (truncated or corrupt?)")
     return None
 
 

@@ -184,7 +184,7 @@ class Dataset(Problem, OperatorData):
                 f"problem.path: {self.path} changed since the run was made (its sha256 is now "
                 f"{self.sha256[:16]}..., the run recorded {sha256[:16]}...); restore it, or resume with "
                 f"problem.sha256=null to go on with the new bytes")
-        self._baselines: dict[str, float] = {}
+        self._last: tuple[Tensor, Tensor] | None = None
 
     # -- the file ------------------------------------------------------------------------------------
     @property
@@ -392,8 +392,8 @@ class Dataset(Problem, OperatorData):
             raise ConfigError("resolution", f"must divide the {self.space[0]} points per axis of {self.path.name}, got {res}")
         a = self._read("input", start, n_samples, stride)
         u = self._read("output", start, n_samples, stride)
-        if split != "train":  # what eval and validation report beside the model
-            self._baselines = self._held_input(a, u)
+        if split != "train":  # scored by baselines(), beside the model
+            self._last = (a, u)
         return a, u, self.grid(stride)
 
     def grid(self, stride: int = 1) -> dict[str, Tensor]:
@@ -488,29 +488,45 @@ class Dataset(Problem, OperatorData):
             return data.movedim(-1, 1).unsqueeze(2)
         return data.movedim(-1, 2)
 
-    def _held_input(self, a: Tensor, u: Tensor) -> dict[str, float]:
-        """The input held as the prediction: the last input snapshot for every output one
-        (persistence), or ``a`` itself when it has ``u``'s channels."""
-        if self.step_channels:
-            c, name = self.step_channels, "persistence_rel_l2"
-        elif a.shape[1] == u.shape[1]:
-            c, name = a.shape[1], "input_as_output_rel_l2"
-        else:
-            return {}
-        errors = []
-        block = max(1, BLOCK_BYTES // (8 * u[0].numel()))  # float64 copies of a block, not of the split
-        for i in range(0, len(a), block):
-            held = a[i:i + block, -c:].repeat(1, u.shape[1] // c, *([1] * self.n_dims))
-            errors.append(relative_l2(held.flatten(1).double(), u[i:i + block].flatten(1).double()))
-        return {name: torch.cat(errors).mean().item()}
-
     def baselines(self) -> dict[str, float]:
-        """Holding the input (see :meth:`_held_input`) on the split last read."""
-        return dict(self._baselines)
+        """Classical predictions scored on the split last read (not the train split), in blocks
+        of samples:
+
+        - ``persistence_rel_l2`` (snapshots in time: the last input snapshot held for every output
+          one) or ``input_as_output_rel_l2`` (``a`` itself, when it has ``u``'s channels);
+        - ``fourier_multiplier_rel_l2`` (periodic data): the best linear translation-invariant
+          operator, a matrix per Fourier mode from ``a``'s to ``u``'s channels fitted by least
+          squares on these very samples, so an optimistic baseline (exact for linear problems such
+          as the heat equation).
+        """
+        if self._last is None:
+            return {}
+        a, u = self._last
+        out = {}
+        block = max(1, BLOCK_BYTES // (8 * u[0].numel()))  # float64 copies of a block, not of the split
+        held = (self.step_channels, "persistence_rel_l2") if self.step_channels else \
+            (a.shape[1], "input_as_output_rel_l2") if a.shape[1] == u.shape[1] else None
+        if held is not None:
+            c, name = held
+            errors = [relative_l2(a[i:i + block, -c:].repeat(1, u.shape[1] // c, *([1] * self.n_dims)).flatten(1).double(),
+                                  u[i:i + block].flatten(1).double()) for i in range(0, len(a), block)]
+            out[name] = torch.cat(errors).mean().item()
+        if self.periodic and len(a) > a.shape[1]:
+            out["fourier_multiplier_rel_l2"] = self._fourier_multiplier(a, u)
+        return out
+
+    def _fourier_multiplier(self, a: Tensor, u: Tensor) -> float:
+        dims = tuple(range(2, 2 + self.n_dims))
+        fa = torch.fft.rfftn(a.double(), dim=dims)  # [N, C_in, *K]
+        fu = torch.fft.rfftn(u.double(), dim=dims)
+        lhs, rhs = fa.flatten(2).permute(2, 0, 1), fu.flatten(2).permute(2, 0, 1)  # [K, N, C]
+        fit = torch.linalg.lstsq(lhs, rhs, driver="gelsd" if lhs.device.type == "cpu" else None).solution
+        prediction = torch.fft.irfftn((lhs @ fit).permute(1, 2, 0).reshape(fu.shape), s=u.shape[2:], dim=dims)
+        return relative_l2(prediction.flatten(1), u.double().flatten(1)).mean().item()
 
     def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
         raise ValueError(f"problem=dataset has no solver: it reads {self.path.name}; `sciml solve` runs "
                          "the reference solver of a problem that has one (e.g. problem=burgers)")
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_open_reader"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_open_reader", "_last")}
