@@ -8,7 +8,7 @@ file against training on our own generated data.
 s = 8192, float64, stored column-major as MATLAB does) of about ``--gib`` GiB, then, in a fresh
 process, reads the train split (1000 samples) and the test split (200) at s = 1024 as
 ``experiment=fno_burgers_file`` does, then the test split at s = 2048 as ``eval``'s resolution
-sweep does, and reports the peak resident memory above what the process held before each read
+sweep does, and the train split at the file's full s = 8192, and reports the peak resident memory above what the process held before each read
 (Linux: ``VmHWM`` after resetting it through ``/proc/self/clear_refs``) against the target: two
 batches (20 pairs at s = 1024, float32) plus the arrays read. The process's one-time costs
 (torch's thread pool, HDF5's buffers) are paid first by a 2-sample read. Also the time of the
@@ -90,7 +90,8 @@ def _measure_read(path: str) -> dict:
     # first on a 2-sample read, so what follows is what the data themselves cost
     problem.operator_pairs("val", 2, 256)
     held = []
-    for when, split, n, res in (("train_and_test", None, None, 1024), ("test_at_2048", "test", 200, 2048)):
+    for when, split, n, res in (("train_and_test", None, None, 1024), ("test_at_2048", "test", 200, 2048),
+                                ("train_at_8192", "train", 1000, 8192)):
         gc.collect()
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current resident size
         before = _vm("VmRSS")
