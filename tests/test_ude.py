@@ -187,6 +187,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, needle):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # 150 s on 2 cores: the default suite keeps the UDE's faster tests
 def test_ude_course_recovers_the_equation_and_extrapolates(tmp_path):
     """The ude_lotka_volterra_course preset (about 2 min on 2 cores): the recovered equation has exactly the two
     interaction terms, beta and gamma within 5 %, and beats the stored baseline (the last
