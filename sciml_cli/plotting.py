@@ -243,6 +243,30 @@ def snapshots_figure(rows: dict[str, Tensor], times: Sequence[float], title: str
     return fig
 
 
+def sweep_figure(key: str, values: Sequence[str | None], metrics: Sequence[float], ylabel: str, title: str = ""):
+    """A sweep's metric against one swept key: a scatter over numbers (log axis where they span
+    a decade or more), or over the categories in their order of first appearance."""
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    y = np.asarray(metrics, dtype=float)
+    try:
+        x = np.asarray([float(v) for v in values])
+        ax.scatter(x, y, s=36, color="tab:blue")
+        if (x > 0).all() and x.max() >= 10 * x.min():
+            ax.set_xscale("log")
+    except (TypeError, ValueError):  # categories (a choice of names)
+        labels = list(dict.fromkeys(str(v) for v in values))
+        ax.scatter([labels.index(str(v)) for v in values], y, s=36, color="tab:blue")
+        ax.set_xticks(range(len(labels)), labels)
+    if (y > 0).all() and y.max() >= 10 * y.min():
+        ax.set_yscale("log")
+    ax.set_xlabel(key)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
 def loss_figure(history: Sequence[Sequence[float]]):
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     if history:

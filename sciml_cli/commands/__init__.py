@@ -19,7 +19,9 @@ from ..errors import ConfigError, SciMLError, full_error, report
 #: flags that print something and run no job, so nothing needs checking first
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
               "--shell-completion", "-sc"}
-GROUPS = ("model", "problem", "optim", "trainer", "experiment")
+#: Hydra flags that take a value: a primary config other than ours (``--config-name best``)
+VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+GROUPS = ("model", "problem", "optim", "trainer", "experiment", "hparams_search")
 
 
 def _run_dir(base: str, resume: Any) -> str:
@@ -34,9 +36,17 @@ def _run_dir(base: str, resume: Any) -> str:
     return str(path if path.is_dir() else path.resolve().parent.parent)
 
 
+def _direction(target: str) -> str:
+    """``minimize`` or ``maximize``: the validation metric's direction of the problem class
+    ``target`` (a sweeper optimises what ``best.pt`` ranks by)."""
+    return str(config.import_target(str(target), "problem._target_").val_direction)
+
+
 if not OmegaConf.has_resolver("sciml_run_dir"):
     # cached, so every access during one run (and every job of a sweep) sees one directory
     OmegaConf.register_new_resolver("sciml_run_dir", _run_dir, use_cache=True)
+if not OmegaConf.has_resolver("sciml_direction"):
+    OmegaConf.register_new_resolver("sciml_direction", _direction)
 
 
 # -- parsing and expanding overrides --------------------------------------------------------------
@@ -73,31 +83,82 @@ def check_positive_ints(values: dict[str, Any]) -> None:
             raise ConfigError(key, f"must be a positive integer, got {v!r}")
 
 
-def expand(overrides: list[str]) -> list[list[str]]:
-    """Every job of a sweep, as override lists (one list when nothing sweeps)."""
+def expand(overrides: list[str], config_name: str | None = None) -> list[list[str]]:
+    """The jobs to check before a sweep starts, as override lists (one list when nothing sweeps).
+
+    A grid (comma lists, ``choice``, ``range``) gives every job. A search a sweeper samples
+    (``interval``, or the ``hydra.sweeper.params`` of a search-space config such as
+    ``+hparams_search=fno_burgers_quick``) gives representative jobs instead: each choice and
+    each interval's ends appear in at least one, so every value a trial can get is checked,
+    and an empty range is an error naming its key.
+    """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     parsed = parse_overrides(overrides)
     check_group_choices(parsed)
-    if not any(o.is_sweep_override() for o in parsed):
+    searched = _sweeper_params(config_name, overrides) if config_name else []
+    if not searched and not any(o.is_sweep_override() for o in parsed):
         return [overrides]
+    if not searched and not any(o.is_interval_sweep() for o in parsed):
+        try:
+            batches = BasicSweeper.split_arguments(parsed, None)
+        except Exception as err:
+            raise ConfigError("", f"cannot expand the sweep: {str(err).splitlines()[0]}") from None
+        return [job for batch in batches for job in batch]
+    given = {o.key_or_group for o in parsed}
+    swept = [o for o in parsed if o.is_sweep_override()] + [o for o in searched if o.key_or_group not in given]
+    fixed = [line for line, o in zip(overrides, parsed) if not o.is_sweep_override()]
+    values = {o.key_or_group: _representatives(o) for o in swept}
+    n = max(len(v) for v in values.values())
+    return [fixed + [f"{key}={vals[i % len(vals)]}" for key, vals in values.items()] for i in range(n)]
+
+
+def _representatives(o: Any) -> list[str]:
+    """Values of one sweep override that cover what it can take: all of a choice or range, the
+    two ends of an interval."""
+    key = o.key_or_group
+    if o.is_interval_sweep():
+        interval = o.value()
+        if not interval.start < interval.end:
+            raise ConfigError(key, f"empty interval({interval.start}, {interval.end}): the low end must be below the high one")
+        ends = [interval.start, interval.end]
+        if "int" in interval.tags or all(isinstance(e, int) and not isinstance(e, bool) for e in ends):
+            ends = [int(e) for e in ends]
+        return [str(e) for e in ends]
     try:
-        batches = BasicSweeper.split_arguments(parsed, None)
-    except Exception as err:  # e.g. interval sweeps, which only a sweeper plugin can sample
-        raise ConfigError("", f"cannot expand the sweep: {str(err).splitlines()[0]}") from None
-    return [job for batch in batches for job in batch]
+        values = list(o.sweep_string_iterator())
+    except Exception as err:
+        raise ConfigError(key, f"cannot sample this search: {str(err).splitlines()[0]}") from None
+    if not values:
+        raise ConfigError(key, "empty range: no values to try")
+    return values
 
 
-def compose(config_name: str, overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
+def _sweeper_params(config_name: str, overrides: list[str]) -> list[Any]:
+    """``hydra.sweeper.params`` of the composed config (a search-space file's), parsed."""
+    plain = [line for line, o in zip(overrides, parse_overrides(overrides)) if not o.is_sweep_override()]
+    cfg, _ = compose(config_name, plain, keep_hydra=True)
+    params = OmegaConf.select(cfg, "hydra.sweeper.params")
+    if not params:
+        return []
+    lines = [f"{k}={v}" for k, v in OmegaConf.to_container(params, resolve=False).items()]
+    for line in lines:
+        if line.split("=", 1)[1] in ("", "None"):
+            raise ConfigError(f"hydra.sweeper.params.{line.split('=')[0]}", "no values to search")
+    return parse_overrides(lines)
+
+
+def compose(config_name: str, overrides: list[str], keep_hydra: bool = False) -> tuple[DictConfig, dict[str, str]]:
     """Compose like the Hydra app will, turning Hydra's errors into one-line ConfigErrors.
 
-    Returns the job config (without the ``hydra`` node) and the chosen option of each group.
+    Returns the job config (without the ``hydra`` node unless ``keep_hydra``) and the chosen
+    option of each group.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 
-    job = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
+    job = overrides if keep_hydra else [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
     try:
         with initialize_config_dir(config_dir=str(config.config_dir()), version_base="1.3"):
             cfg = hydra_compose(config_name, overrides=job, return_hydra_config=True)
@@ -113,6 +174,8 @@ def compose(config_name: str, overrides: list[str]) -> tuple[DictConfig, dict[st
     except HydraException as err:
         raise ConfigError("", _first(err)) from None
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    if keep_hydra:
+        return cfg, {k: v for k, v in choices.items() if not k.startswith("hydra")}
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg, {k: v for k, v in choices.items() if not k.startswith("hydra")}
@@ -194,7 +257,7 @@ def _fitting_problems(cfg: DictConfig, requires: tuple[type, ...], model_cls: ty
 
 # -- running a Hydra app ----------------------------------------------------------------------
 def run_app(command: str, app: Callable[[], Any], args: list[str],
-            preflight: Callable[[list[str]], None] | None) -> int:
+            preflight: Callable[[list[str]], list[str] | None] | None) -> int:
     """Check ``args`` (unless only asking for help or a config print), hand them to Hydra, and
     return the exit code; the result goes to stdout in the form ``output=`` asks for."""
     informational = any(a.split("=")[0] in INFO_FLAGS for a in args if a.startswith("-"))
@@ -202,16 +265,23 @@ def run_app(command: str, app: Callable[[], Any], args: list[str],
         sys.argv = [sys.argv[0], *args]
         app()
         return 0
-    overrides = [a for a in args if not a.startswith("-")]
+    overrides, skip = [], False
+    for a in args:
+        if not skip and not a.startswith("-"):
+            overrides.append(a)
+        skip = a in VALUE_FLAGS  # the value of `--config-path X` is no override
+    if any(a.split("=")[0] in VALUE_FLAGS for a in args):
+        # a primary config of its own (a sweep's best.yaml): Hydra composes it; building it
+        # still checks every target against the registered classes
+        preflight = None
     try:
         output.start(command, overrides)
-        if preflight is not None:
-            preflight(overrides)
+        extra = preflight(overrides) if preflight is not None else None
     except SciMLError as err:
         if full_error():
             raise
         return output.finish(report(err))
-    sys.argv = [sys.argv[0], *args]
+    sys.argv = [sys.argv[0], *args, *(extra or [])]  # a preflight may settle overrides (a study's remaining trials)
     try:
         app()
         code = 0

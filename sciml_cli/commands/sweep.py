@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .. import config, output
+from ..errors import ConfigError
 from . import run_app
 from .train import preflight as train_preflight
 from .train import task
@@ -100,17 +102,106 @@ def print_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
                       for rank, r in enumerate(rows, start=1)])
 
 
+def _swept(rows: list[dict[str, Any]]) -> dict[str, list[tuple[str, Any]]]:
+    """``{key: [(value, metric) per job]}`` for the overrides that differ between jobs."""
+    per_job = [dict(o.split("=", 1) for o in r["overrides"].split() if "=" in o) for r in rows]
+    keys = sorted({k for job in per_job for k in job if len({j.get(k) for j in per_job}) > 1})
+    return {k: [(job.get(k), r["value"]) for job, r in zip(per_job, rows)] for k in keys}
+
+
+def write_results(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
+    """``metric_vs_<key>.png`` for each swept key (a log axis where the values span a decade or
+    more), and ``best.yaml``: the best finished job's config, ready to run with
+    ``sciml train --config-path <sweep dir> --config-name best``."""
+    from .. import plotting
+    from ..training.checkpoint import atomic_write
+
+    written = []
+    finished = [r for r in rows if r["status"] == "finished" and isinstance(r["value"], (int, float))
+                and math.isfinite(r["value"])]
+    if not finished:
+        return written
+    metric = finished[0]["metric"]
+    for key, points in _swept(finished).items():
+        fig = plotting.sweep_figure(key, [v for v, _ in points], [m for _, m in points], f"val {metric}",
+                                    title=f"{Path(sweep_dir).name}: {len(points)} finished jobs")
+        written.append(plotting.save(fig, Path(sweep_dir) / f"metric_vs_{key.replace('/', '_')}.png"))
+    best = Path(finished[0]["dir"])
+    job = best / ".hydra" / "config.yaml"
+    hydra_cfg = best / ".hydra" / "hydra.yaml"
+    if job.is_file() and hydra_cfg.is_file():
+        cfg = OmegaConf.load(job)
+        choices = OmegaConf.load(hydra_cfg).hydra.runtime.choices
+        runnable = OmegaConf.merge(OmegaConf.load(config.config_dir() / "train.yaml"), {"defaults": ["_self_"]}, cfg)
+        # run like `sciml train`: its logging, and a run directory named after the job's problem and model
+        runnable.hydra.run.dir = f"${{sciml_run_dir:${{paths.outputs}}/train/{choices.problem}-{choices.model},${{resume}}}}"
+        runnable.hydra.pop("sweep", None)
+        header = (f"# best of sweep {sweep_dir}: job {finished[0]['job']}, val {metric} {finished[0]['value']:.6g}\n"
+                  f"# overrides: {finished[0]['overrides']}\n"
+                  f"# run: sciml train --config-path {Path(sweep_dir).resolve()} --config-name best\n")
+        atomic_write(Path(sweep_dir) / "best.yaml",
+                     lambda tmp: Path(tmp).write_text(header + OmegaConf.to_yaml(runnable)))
+        written.append(Path(sweep_dir) / "best.yaml")
+    return written
+
+
 class SweepSummary(Callback):
-    """Hydra callback: when every job has ended, write ``summary.csv`` and print the ranking."""
+    """Hydra callback: when every job has ended, write ``summary.csv``, the plots of the metric
+    against each swept key and ``best.yaml``, and print the ranking."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_dir():
-            print_summary(write_summary(sweep_dir), sweep_dir)
+            rows = write_summary(sweep_dir)
+            write_results(sweep_dir, rows)
+            print_summary(rows, sweep_dir)
 
 
-def preflight(overrides: list[str]) -> None:
+def preflight(overrides: list[str]) -> list[str]:
+    """Check every job (or, for a search, representative ones), then settle the study of an
+    Optuna sweep: ``n_trials`` is the study's total, so a study that already holds trials
+    (an earlier, interrupted sweep; another machine's) runs only the ones still missing."""
+    from . import compose
+
     train_preflight(overrides, config_name="sweep")
+    plain = [o for o in overrides if "," not in o.split("=", 1)[-1] and "(" not in o.split("=", 1)[-1]]
+    cfg, _ = compose("sweep", plain, keep_hydra=True)
+    sweeper = cfg.hydra.sweeper
+    if "optuna" not in str(sweeper.get("_target_", "")).lower():
+        return []
+    storage = str(sweeper.get("storage") or "")
+    if not storage.startswith("sqlite:///"):
+        return []
+    db = Path(storage.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)  # sqlite makes the file, not its directory
+    done = _finished_trials(storage, str(sweeper.study_name)) if db.is_file() else 0
+    left = int(sweeper.n_trials) - done
+    if left <= 0:
+        raise ConfigError("hydra.sweeper.n_trials", f"the study {sweeper.study_name} in {db} already has {done} "
+                                                    f"finished trials of {sweeper.n_trials}; raise n_trials to run more")
+    if not done:
+        return []
+    print(f"sciml: study {sweeper.study_name} in {db} has {done} finished trials; running the {left} left",
+          file=sys.stderr)
+    extra = [f"hydra.sweeper.n_trials={left}"]
+    seed = OmegaConf.select(sweeper, "sampler.seed")
+    if isinstance(seed, int):  # the same seed again would draw the same first trials again
+        extra.append(f"hydra.sweeper.sampler.seed={seed + done}")
+    return extra
+
+
+def _finished_trials(storage: str, study_name: str) -> int:
+    """Trials of the study that completed, failed or were pruned (one interrupted mid-way, still
+    marked running, runs again)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # no such study in this file yet
+        return 0
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+    return sum(t.state in ended for t in study.get_trials(deepcopy=False))
 
 
 @hydra.main(version_base="1.3", config_path=str(config.CONFIG_DIR), config_name="sweep")

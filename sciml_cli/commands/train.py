@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .. import config, output, rundir
 from ..errors import ConfigError, SciMLError, full_error, report
@@ -19,7 +19,7 @@ RESUME_GROUPS = ("model", "problem")
 
 def preflight(overrides: list[str], config_name: str = "train") -> None:
     """Compose and check every job before Hydra creates any directory."""
-    for job in expand(overrides):
+    for job in expand(overrides, config_name):
         cfg, choices = compose(config_name, job)
         config.check(cfg)
         _check_writable("paths.outputs", Path(str(cfg.paths.outputs)))
@@ -193,6 +193,47 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
     return metrics
 
 
+#: config sections that must agree for a sweep job to continue the run already in its directory
+_JOB_SECTIONS = ("model", "problem", "optim", "trainer")
+
+
+def _continue_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """A sweep job whose directory already holds its run (a requeued or relaunched job: its
+    directory is a function of the sweep directory and the job number): resume that run, or,
+    if it finished, return its metrics without training again. ``None``: train."""
+    import json
+
+    last = run_dir / "checkpoints" / "last.pt"
+    if cfg.resume is not None or not last.is_file():
+        return None
+    from ..training import checkpoint
+
+    try:
+        saved = OmegaConf.create(checkpoint.load(last)["config"])
+    except Exception as err:  # a damaged checkpoint: the job cannot continue it, and must not overwrite it
+        raise ConfigError("hydra.sweep.dir", f"{run_dir} holds a checkpoint that does not load ({err}); "
+                                             "move it away or use a new sweep directory") from None
+    for section in _JOB_SECTIONS:
+        mine = OmegaConf.to_container(cfg[section], resolve=False)
+        theirs = OmegaConf.to_container(saved[section], resolve=False)
+        if section == "problem":  # a data file's path and checksum are pinned at training time
+            for key in ("path", "sha256"):
+                mine.pop(key, None), theirs.pop(key, None)
+        if mine != theirs:
+            raise ConfigError("hydra.sweep.dir", f"{run_dir} holds a run of other {section} settings; "
+                                                 "use a new sweep directory")
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    metrics = run_dir / "metrics.json"
+    if info.get("status") == "finished" and metrics.is_file():
+        result = json.loads(metrics.read_text())
+        if result.get("status") == "finished":
+            print(f"sciml: job in {run_dir} already finished; its metrics stand", file=sys.stderr)
+            return result
+    with open_dict(cfg):
+        cfg.resume = str(run_dir)
+    return None
+
+
 def task(cfg: DictConfig) -> float | None:
     """The Hydra task of ``train`` and of every ``sweep`` job; returns the validation metric
     (what a sweeper such as Optuna optimises, in the problem's ``val_direction``)."""
@@ -202,10 +243,15 @@ def task(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    name = f"{hc.runtime.choices.problem}-{hc.runtime.choices.model}"
+    # a config given whole (--config-name best) has no group choices: name it by its classes
+    name = "-".join(str(hc.runtime.choices.get(group) or str(cfg[group]._target_).rpartition(".")[2].lower())
+                    for group in ("problem", "model"))
     if not multirun:
         output.context(run_dir=str(run_dir), name=name)
     try:
+        done = _continue_job(cfg, run_dir) if multirun else None
+        if done is not None:
+            return done.get(f"val/{done['val_metric']}")
         metrics = _train(cfg, run_dir, list(hc.overrides.task))
     except SciMLError as err:
         if isinstance(err, ConfigError) and cfg.resume is None and not (run_dir / "checkpoints").exists():

@@ -7,9 +7,13 @@ problem: it asks the model for a batch and named loss terms, weights and sums th
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import random
+import shutil
 import signal
+import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,6 +32,8 @@ from ..problems.base import Evaluation, Problem
 from . import checkpoint
 from .callbacks import Callback
 
+log = logging.getLogger(__name__)
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -43,14 +49,31 @@ class Phase:
     scheduler: Callable[..., Any] | None = None
 
 
+#: signals that stop a run at the next step with a checkpoint; SIGUSR1 is SLURM's warning before
+#: the time limit (``--signal=USR1@<s>``, submitit's default)
+STOP_SIGNALS = tuple(getattr(signal, s) for s in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, s))
+
+
 class Interrupted(SciMLError):
-    """SIGTERM or SIGINT: the run was checkpointed at the current step and stopped."""
+    """SIGTERM, SIGINT or SIGUSR1: the run was checkpointed at the current step and stopped."""
 
     label = "stopped"
 
     def __init__(self, signum: int, message: str):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+def _slurm_requeue() -> bool:
+    """Inside a SLURM job, ask SLURM to run it again (``scontrol requeue``); whether it took."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID") and \
+        f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}" or os.environ.get("SLURM_JOB_ID")
+    if not job or shutil.which("scontrol") is None:
+        return False
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if done.returncode != 0:
+        log.warning("scontrol requeue %s failed: %s", job, done.stderr.strip())
+    return done.returncode == 0
 
 
 def _restore_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
@@ -116,6 +139,11 @@ class Trainer:
         Run the loss under bfloat16 autocast (mixed precision) where the device supports it.
     compile
         ``torch.compile`` the model's forward pass (off by default: compiling costs start-up time).
+    requeue
+        On SIGUSR1 (SLURM's warning before the time limit) inside a SLURM job, ask SLURM to run
+        the job again after the checkpoint (``scontrol requeue``); a sweep job, or a script with
+        ``resume=auto``, then resumes where it stopped. SIGTERM, SIGINT and SIGUSR1 all stop at the
+        next step with a checkpoint.
     """
 
     def __init__(
@@ -132,6 +160,7 @@ class Trainer:
         threads: PositiveInt | None = None,
         amp: bool = False,
         compile: bool = False,
+        requeue: bool = True,
     ) -> None:
         if not phases:
             raise ConfigError("optim.phases", "at least one optimiser phase is needed")
@@ -146,6 +175,8 @@ class Trainer:
         self.dtype = DTYPES[dtype]
         self.amp = amp and self._bf16_supported()
         self.compile = compile
+        #: on SIGUSR1 inside a SLURM job, requeue it after the checkpoint
+        self.requeue = requeue
         # progress, restored from a checkpoint on resume
         self.step = 0
         self.phase_index = 0
@@ -351,7 +382,7 @@ class Trainer:
                 raise KeyboardInterrupt  # a second Ctrl-C stops at once
             self._stop_signal = signum
 
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
         try:
             yield
         finally:
@@ -361,8 +392,7 @@ class Trainer:
     def _interrupt(self) -> None:
         path = self.save("last.pt")
         name = signal.Signals(self._stop_signal).name
-        raise Interrupted(
-            self._stop_signal,
-            f"{name} at step {self.step}/{self.total_steps}; checkpoint saved to {path}. "
-            f"Resume with: sciml train resume={path}",
-        )
+        requeued = self._stop_signal == getattr(signal, "SIGUSR1", None) and self.requeue and _slurm_requeue()
+        then = ("SLURM requeued the job: it resumes in this run directory" if requeued
+                else f"Resume with: sciml train resume={path}")
+        raise Interrupted(self._stop_signal, f"{name} at step {self.step}/{self.total_steps}; checkpoint saved to {path}. {then}")
