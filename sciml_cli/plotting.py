@@ -243,20 +243,29 @@ def snapshots_figure(rows: dict[str, Tensor], times: Sequence[float], title: str
     return fig
 
 
-def sweep_figure(key: str, values: Sequence[str | None], metrics: Sequence[float], ylabel: str, title: str = ""):
+def sweep_figure(key: str, values: Sequence[str | None], metrics: Sequence[float], ylabel: str,
+                 maximize: bool = False, title: str = ""):
     """A sweep's metric against one swept key: a scatter over numbers (log axis where they span
-    a decade or more), or over the categories in their order of first appearance."""
+    a decade or more), or over the categories in their order of first appearance; the best job
+    (lowest, or highest with ``maximize``) starred."""
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     y = np.asarray(metrics, dtype=float)
     try:
         x = np.asarray([float(v) for v in values])
-        ax.scatter(x, y, s=36, color="tab:blue")
+        labels = None
         if (x > 0).all() and x.max() >= 10 * x.min():
             ax.set_xscale("log")
     except (TypeError, ValueError):  # categories (a choice of names)
         labels = list(dict.fromkeys(str(v) for v in values))
-        ax.scatter([labels.index(str(v)) for v in values], y, s=36, color="tab:blue")
+        x = np.asarray([labels.index(str(v)) for v in values], dtype=float)
         ax.set_xticks(range(len(labels)), labels)
+    order = np.argsort(x, kind="stable")
+    ax.plot(x[order], y[order], color="tab:blue", alpha=0.35, lw=1.5)  # the trend, jobs in order of the key
+    ax.scatter(x, y, s=40, color="tab:blue", label="jobs")
+    best = int(np.argmax(y) if maximize else np.argmin(y))
+    ax.scatter(x[best:best + 1], y[best:best + 1], s=160, marker="*", color="tab:red", label="best", zorder=3)
+    ax.axhline(y[best], color="tab:red", lw=1.5, ls="--", alpha=0.6)
+    ax.legend(fontsize=8)
     if (y > 0).all() and y.max() >= 10 * y.min():
         ax.set_yscale("log")
     ax.set_xlabel(key)

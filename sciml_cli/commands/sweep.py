@@ -124,6 +124,7 @@ def write_results(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
     metric = finished[0]["metric"]
     for key, points in _swept(finished).items():
         fig = plotting.sweep_figure(key, [v for v, _ in points], [m for _, m in points], f"val {metric}",
+                                    maximize=finished[0]["direction"] == "maximize",
                                     title=f"{Path(sweep_dir).name}: {len(points)} finished jobs")
         written.append(plotting.save(fig, Path(sweep_dir) / f"metric_vs_{key.replace('/', '_')}.png"))
     best = Path(finished[0]["dir"])
@@ -161,7 +162,7 @@ def preflight(overrides: list[str]) -> list[str]:
     """Check every job (or, for a search, representative ones), then settle the study of an
     Optuna sweep: ``n_trials`` is the study's total, so a study that already holds trials
     (an earlier, interrupted sweep; another machine's) runs only the ones still missing."""
-    from . import compose
+    from . import _direction, compose
 
     train_preflight(overrides, config_name="sweep")
     plain = [o for o in overrides if "," not in o.split("=", 1)[-1] and "(" not in o.split("=", 1)[-1]]
@@ -169,9 +170,12 @@ def preflight(overrides: list[str]) -> list[str]:
     sweeper = cfg.hydra.sweeper
     if "optuna" not in str(sweeper.get("_target_", "")).lower():
         return []
+    # the study optimises the problem's validation metric in its direction, unless told otherwise
+    given = any(o.split("=", 1)[0] == "hydra.sweeper.direction" for o in overrides)
+    extra = [] if given else [f"hydra.sweeper.direction={_direction(cfg.problem._target_)}"]
     storage = str(sweeper.get("storage") or "")
     if not storage.startswith("sqlite:///"):
-        return []
+        return extra
     db = Path(storage.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)  # sqlite makes the file, not its directory
     done = _finished_trials(storage, str(sweeper.study_name)) if db.is_file() else 0
@@ -180,10 +184,10 @@ def preflight(overrides: list[str]) -> list[str]:
         raise ConfigError("hydra.sweeper.n_trials", f"the study {sweeper.study_name} in {db} already has {done} "
                                                     f"finished trials of {sweeper.n_trials}; raise n_trials to run more")
     if not done:
-        return []
+        return extra
     print(f"sciml: study {sweeper.study_name} in {db} has {done} finished trials; running the {left} left",
           file=sys.stderr)
-    extra = [f"hydra.sweeper.n_trials={left}"]
+    extra.append(f"hydra.sweeper.n_trials={left}")
     seed = OmegaConf.select(sweeper, "sampler.seed")
     if isinstance(seed, int):  # the same seed again would draw the same first trials again
         extra.append(f"hydra.sweeper.sampler.seed={seed + done}")
@@ -210,4 +214,8 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main(args: list[str]) -> int:
+    import os
+
+    # optuna 2 on SQLAlchemy 1.4 (pinned) warns about SQLAlchemy 2 on every import
+    os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
     return run_app("sweep", _app, args, preflight)

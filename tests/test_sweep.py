@@ -1,0 +1,173 @@
+"""Scaling out: Optuna studies through Hydra's sweeper, the joblib and submitit launchers, and a
+job that SLURM warns (SIGUSR1), requeues and starts again: it continues its own run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SCIML, TINY, assert_figure, only_run_dir
+
+from sciml_cli.commands import _direction
+
+
+def _rows(sweep: Path) -> list[dict]:
+    with open(sweep / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _study(path: Path, name: str):
+    os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")  # optuna 2 on SQLAlchemy 1.4
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{path}")
+
+
+OPTUNA = ["optim.steps=10", "trainer.val_every=10", "trainer.checkpoint_every=10", "hydra/sweeper=optuna", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=0",
+          "hydra.sweeper.study_name=tiny", "hydra.sweeper.storage=sqlite:///outputs/sweep/studies/tiny.db",
+          "hydra.sweeper.max_failure_rate=1.0", "model.width=choice(8,16)", "optim.lr=tag(log,interval(1e-3,1e-2))"]
+
+
+def test_an_optuna_study_on_joblib_continues_where_it_stopped_and_its_best_runs_again(sciml):
+    proc = sciml("sweep", *TINY, *OPTUNA, "hydra.sweeper.n_trials=2", "hydra/launcher=joblib")
+    assert proc.returncode == 0, proc.stderr
+    (first,) = [p for p in (sciml.cwd / "outputs" / "sweep").iterdir() if p.name != "studies"]
+    rows = _rows(first)
+    assert len(rows) == 2 and all(r["status"] == "finished" for r in rows)
+    study = _study(sciml.cwd / "outputs" / "sweep" / "studies" / "tiny.db", "tiny")
+    values = sorted(t.value for t in study.trials)
+    assert values == sorted(float(r["value"]) for r in rows)  # every job is a trial of the study
+    assert study.direction.name == "MINIMIZE"  # the problem's direction: rel-L2
+    assert "[HYDRA]" not in proc.stdout and "A new study created" not in proc.stdout  # logs go to stderr
+    assert_figure(first / "metric_vs_optim.lr.png")  # one plot per key that varies between jobs
+    widths = {o for r in rows for o in r["overrides"].split() if o.startswith("model.width=")}
+    assert (first / "metric_vs_model.width.png").exists() == (len(widths) > 1)
+
+    # the best job as a ready-to-run config
+    best = first / "best.yaml"
+    assert f"val rel_l2 {float(rows[0]['value']):.6g}" in best.read_text().splitlines()[0]
+    proc = sciml("train", "--config-path", str(first.resolve()), "--config-name", "best", "output=json")
+    assert proc.returncode == 0, proc.stderr
+    rerun = json.loads(proc.stdout)
+    assert rerun["metrics"]["val/rel_l2"] == pytest.approx(float(rows[0]["value"]), rel=1e-6)  # CPU: the same run
+
+    # the same command again, 3 trials in all: only the one missing runs, at a new point
+    proc = sciml("sweep", *TINY, *OPTUNA, "hydra.sweeper.n_trials=3")
+    assert proc.returncode == 0, proc.stderr
+    assert "has 2 finished trials; running the 1 left" in proc.stderr
+    study = _study(sciml.cwd / "outputs" / "sweep" / "studies" / "tiny.db", "tiny")
+    assert len(study.trials) == 3
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3
+    proc = sciml("sweep", *TINY, *OPTUNA, "hydra.sweeper.n_trials=3")
+    assert proc.returncode == 2 and "already has 3 finished trials of 3" in proc.stderr
+
+
+def test_a_trial_that_fails_is_recorded_as_failed_and_the_study_goes_on(sciml):
+    from sciml_cli.problems.burgers import Burgers
+
+    a = Burgers(fine_resolution=64, resolution=32).solve(32, 40, seed=0).fields
+    np.savez(sciml.cwd / "good.npz", a=a["a"].numpy(), u=a["u"].numpy())
+    bad = a["u"].numpy().copy()
+    bad[33, 0] = np.nan  # in the validation split: found when the first validation reads it
+    np.savez(sciml.cwd / "nan.npz", a=a["a"].numpy(), u=bad)
+    proc = sciml("sweep", "model=fno", "problem=dataset", "model.width=8", "model.modes=4", "model.n_train=20",
+                 "model.n_test=4", "model.batch_size=10", "optim.steps=4", "trainer.val_every=4", "trainer.device=cpu",
+                 "trainer.callbacks.progress=null", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+                 "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",  # seed 0 draws nan.npz, then good.npz
+                 "hydra.sweeper.max_failure_rate=1.0", "problem.path=choice(good.npz,nan.npz)",
+                 "problem.splits.train=[0,32]", "problem.splits.val=[32,36]", "problem.splits.test=[36,40]")
+    assert proc.returncode == 1 and "1 of 2 jobs finished" in proc.stdout, proc.stderr[-3000:]
+    rows = _rows(only_run_dir(sciml.cwd / "outputs" / "sweep"))
+    assert sorted(r["status"] for r in rows) == ["failed", "finished"]
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert "nan.npz" in failed["overrides"] and "u holds NaN or Inf" in failed["error"]
+
+
+def test_submitit_runs_a_local_two_job_sweep(sciml):
+    proc = sciml("sweep", *TINY, "model.width=8,16", "hydra/launcher=submitit_local")
+    assert proc.returncode == 0, proc.stderr
+    sweep = only_run_dir(sciml.cwd / "outputs" / "sweep")
+    rows = _rows(sweep)
+    assert sorted(o for r in rows for o in r["overrides"].split() if o.startswith("model.width=")) == \
+        ["model.width=16", "model.width=8"]
+    assert all(r["status"] == "finished" for r in rows)
+    assert (sweep / ".submitit").is_dir()  # the jobs ran as submitit jobs, each its own process
+
+
+def test_sigusr1_checkpoints_requeues_and_the_relaunched_job_continues_bit_identically(tmp_path):
+    """SLURM's warning before the time limit: the job checkpoints, asks SLURM to requeue it (a
+    fake ``scontrol`` records the call) and exits 138; started again the way a requeue starts it
+    (the same command, the same sweep directory), it resumes its run and ends with exactly the
+    numbers of a run never interrupted."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    long = [*TINY, "optim.steps=400", "trainer.checkpoint_every=20", "trainer.val_every=200"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+
+    def sweep(where: str, **extra_env):
+        return [*SCIML, "sweep", *long, "model.width=12", f"hydra.sweep.dir={where}"], {**env, **extra_env}
+
+    args, e = sweep("straight")
+    subprocess.run(args, cwd=tmp_path, env=e, check=True, capture_output=True)
+
+    args, e = sweep("requeued", SLURM_JOB_ID="4242", PATH=f"{bin_dir}:{env['PATH']}")
+    job = subprocess.Popen(args, cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "requeued" / "0" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and job.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGUSR1)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGUSR1, err
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    assert "SLURM requeued the job" in err
+    status = json.loads((tmp_path / "requeued" / "0" / "run.json").read_text())
+    assert status["status"] == "interrupted"
+
+    args, e = sweep("requeued")
+    again = subprocess.run(args, cwd=tmp_path, env=e, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stderr
+    resumed = json.loads((tmp_path / "requeued" / "0" / "run.json").read_text())
+    assert resumed["status"] == "finished" and resumed["resumed_from_step"] > 0
+    straight = json.loads((tmp_path / "straight" / "0" / "metrics.json").read_text())
+    requeued = json.loads((tmp_path / "requeued" / "0" / "metrics.json").read_text())
+    for key in ("val/rel_l2", "loss/total", "step"):
+        assert requeued[key] == straight[key], key  # bit-identical on the CPU
+
+    # started once more (a requeue after the end): the finished job stands, nothing retrains
+    once_more = subprocess.run(args, cwd=tmp_path, env=e, capture_output=True, text=True)
+    assert once_more.returncode == 0 and "already finished" in once_more.stderr
+    assert json.loads((tmp_path / "requeued" / "0" / "metrics.json").read_text()) == requeued
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hydra/sweeper=nope", "Could not find 'hydra/sweeper/nope'"),
+    ("hydra/launcher=nope", "Could not find 'hydra/launcher/nope' (valid: basic, joblib, slurm, submitit_local, submitit_slurm)"),
+    ("optim.lr=interval(1e-2,1e-3)", "optim.lr: empty interval(0.01, 0.001)"),
+    ("model.widht=choice(8,16)", "model.widht: no such key"),
+])
+def test_a_bad_sweep_is_one_line_before_any_job(sciml, override, message):
+    proc = sciml("sweep", *TINY, "hydra/sweeper=optuna", override)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr
+    assert not (sciml.cwd / "outputs").exists()
+
+
+def test_the_study_direction_is_the_problems():
+    assert _direction("sciml_cli.problems.ct.Ct") == "maximize"  # PSNR
+    assert _direction("sciml_cli.problems.burgers.Burgers") == "minimize"
+    from sciml_cli.commands import compose
+
+    cfg, _ = compose("sweep", ["experiment=lgd_ct_small", "hparams_search=fno_burgers_quick"], keep_hydra=True)
+    assert cfg.hydra.sweeper.direction == "maximize"
