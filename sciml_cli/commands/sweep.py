@@ -162,10 +162,10 @@ def preflight(overrides: list[str]) -> list[str]:
     """Check every job (or, for a search, representative ones), then settle the study of an
     Optuna sweep: ``n_trials`` is the study's total, so a study that already holds trials
     (an earlier, interrupted sweep; another machine's) runs only the ones still missing."""
-    from . import _direction, compose
+    from . import _direction, compose, parse_overrides
 
     train_preflight(overrides, config_name="sweep")
-    plain = [o for o in overrides if "," not in o.split("=", 1)[-1] and "(" not in o.split("=", 1)[-1]]
+    plain = [line for line, o in zip(overrides, parse_overrides(overrides)) if not o.is_sweep_override()]
     cfg, _ = compose("sweep", plain, keep_hydra=True)
     sweeper = cfg.hydra.sweeper
     if "optuna" not in str(sweeper.get("_target_", "")).lower():
