@@ -238,6 +238,7 @@ def test_segments_are_a_pure_function_of_step_and_seed():
     assert "whole" in m.batch(p, 10, 0) and m.batch(p, 10, 0)["target"].shape == (1, 31, 2)
 
 
+@pytest.mark.slow  # 40 s: keeps the default suite under 15 min; resume is bit-identical in test_trainer and test_sweep too
 def test_resume_inside_the_refit_phase_is_bit_identical(tmp_path):
     """The recovered equation, the frozen network and the L-BFGS state come back from a checkpoint
     taken in the refit phase: the resumed run ends exactly where an uninterrupted one does."""
