@@ -23,6 +23,7 @@ def test_quiet_train_prints_one_line_naming_its_run(tmp_path):
     assert float(m.group(1)) > 0
 
 
+@pytest.mark.slow  # 17 s of UDE training; hydra's records stay off stdout in the sweep test below
 def test_log_records_go_to_stderr_and_the_run_log(tmp_path):
     """The UDE logs its recovered equation: on stderr and in train.log, not on stdout."""
     proc = run_sciml("train", "experiment=ude_lotka_volterra", "optim.steps=30", "optim.refit_steps=2",

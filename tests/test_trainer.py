@@ -175,6 +175,7 @@ def test_a_resumed_run_takes_a_new_learning_rate(tmp_path):
     assert record.lr[11] == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.slow  # 50 s; the default suite keeps tests/test_sweep.py's SIGUSR1 stop, requeue and bit-identical resume
 def test_sigterm_from_outside_leaves_a_resumable_checkpoint(tmp_path):
     args = [*TINY, "optim=adam_lbfgs", "optim.steps=400", "optim.lbfgs_steps=5", "trainer.checkpoint_every=10",
             "trainer.dtype=float64"]
