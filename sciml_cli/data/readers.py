@@ -62,6 +62,15 @@ def _plain_index(rest: tuple[Any, ...]) -> tuple[tuple[Any, ...], list[tuple[int
     return tuple(out), lists
 
 
+def _reorder(data: np.ndarray, rest: tuple[Any, ...], lists: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    """Put values read for an increasing list back in the order asked for (``lists`` from
+    :func:`_plain_index`; the sample axis comes first in ``data``)."""
+    for axis, inverse in lists:
+        kept = sum(not isinstance(r, (int, np.integer)) for r in rest[:axis])
+        data = np.take(data, inverse, axis=1 + kept)
+    return data
+
+
 class _LazyArrays:
     """Sample-first arrays in one file, sliced on demand (shared by the readers below).
 
@@ -179,10 +188,7 @@ class _LazyArrays:
                 raise IndexError(f"too many indices for an array of {ndim} dimensions")
             rest = rest + (slice(None),) * (ndim - 1 - len(rest))
             data = np.asarray(array[(*rest[::-1], sel)]).transpose()
-        for axis, inverse in lists:  # h5py reads a list in increasing order: restore the one asked for
-            kept = sum(not isinstance(r, (int, np.integer)) for r in rest[:axis])
-            data = np.take(data, inverse, axis=1 + kept)
-        return data
+        return _reorder(data, rest, lists)
 
     def read(self, name: str, index: Any) -> np.ndarray:
         """Output ``name`` at ``index`` (as for ``ds[index]``; after the samples, ints, slices and
@@ -430,9 +436,7 @@ class PDEBenchGroupsDataset(_LazyArrays):
             blocks.append(np.asarray(data[rest]))
         shape = np.empty(array.shape, dtype=np.bool_)[rest].shape if not blocks else None
         out = np.stack(blocks) if blocks else np.empty((0, *shape), dtype=array.dtype)
-        for axis, inverse in lists:
-            kept = sum(not isinstance(r, (int, np.integer)) for r in rest[:axis])
-            out = np.take(out, inverse, axis=1 + kept)
+        out = _reorder(out, rest, lists)
         if isinstance(sel, (int, np.integer)):
             out = out[0]
         return out

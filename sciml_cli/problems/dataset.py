@@ -151,14 +151,13 @@ class Dataset(Problem, OperatorData):
         self.format = readers.detect_format(self.path) if format == "auto" else format
         if self.format is None:
             raise ConfigError("problem.format", f"cannot tell the layout of {path}; name it", readers.FORMATS)
-        self.periodic, self.subsample, self.expected_sha256 = bool(periodic), int(subsample), sha256
+        self.periodic, self.subsample = bool(periodic), int(subsample)
         shapes = readers.array_shapes(self.path, self.format)
         self.inputs, self.outputs = self._choose_arrays(shapes, _names(input), _names(output))
         self._variables = {name: name for name in dict.fromkeys(self.inputs + self.outputs)}
         self.n_samples = self._count(shapes)
         coords = {} if self.format == "mat" else self._reader.grid
         self._space_coords = {k: v for k, v in coords.items() if k != "t"}
-        self.times = coords.get("t")
         self.n_dims = int(n_dims or len(self._space_coords) or self._infer_dims(
             shapes, input_steps is not None or t_in is not None, output_steps is not None or t_in is not None))
         self._layouts = {name: self._layout(name, shapes[name]) for name in self._variables}
