@@ -161,11 +161,12 @@ def _check_target(raw: Mapping, node: Mapping, path: str) -> None:
         m = _INTERPOLATION.match(src) if isinstance(src, str) else None
         where = m.group(1) if m else _join(path, key)
         if key not in params and not var_kw:
-            raise ConfigError(where, f"not a parameter of {name}", [n for n in named if n not in RUNTIME_ARGS])
+            raise ConfigError(where, f"not a parameter of {name}", [n for n in named if n not in RUNTIME_ARGS],
+                              given=str(key))
         if key in hints:
             problem = _type_problem(value, hints[key])
             if problem:
-                raise ConfigError(where, problem, _choices(hints[key]))
+                raise ConfigError(where, problem, _choices(hints[key]), given=str(value))
         if key == "lr" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf):
             raise ConfigError(where, f"learning rate must be a finite number > 0, got {value!r}")
     if not node.get("_partial_", False):
@@ -221,6 +222,8 @@ def _type_problem(value: Any, hint: Any) -> str | None:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"expected an integer, got {value!r}"
+        if not -2**63 <= value < 2**63:  # beyond any tensor size or seed torch takes
+            return f"out of range: {value}"
         return _bounds_problem(value, meta)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -8,12 +8,16 @@ traceback instead.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import TypeVar
 
 T = TypeVar("T")
+
+#: tokens longer than this are cut in messages (paths of run directories stay whole)
+LONG_TOKEN = 160
 
 
 class SciMLError(Exception):
@@ -29,12 +33,28 @@ class ConfigError(SciMLError):
     exit_code = 2
     label = "config error"
 
-    def __init__(self, key: str, problem: str, choices: Iterable[str] | None = None):
-        msg = f"{key}: {problem}" if key else problem
+    def __init__(self, key: str, problem: str, choices: Iterable[str] | None = None, given: str | None = None):
+        choices = None if choices is None else [str(c) for c in choices]
+        msg = f"{shorten(key)}: {problem}" if key else problem
+        if given is not None and choices:
+            import difflib
+
+            near = difflib.get_close_matches(str(given), choices, n=1, cutoff=0.6)
+            if near:  # the nearest valid name, for a typo
+                msg += f"; did you mean {near[0]}?"
         if choices is not None:
-            msg += f" (valid: {', '.join(str(c) for c in choices) or 'none'})"
-        super().__init__(msg)
+            msg += f" (valid: {', '.join(choices) or 'none'})"
+        super().__init__(shorten(msg))
         self.key = key
+
+
+_LONG_TOKEN = re.compile(r"\S{%d,}" % (LONG_TOKEN + 1))
+
+
+def shorten(text: str) -> str:
+    """``text`` with every run of more than :data:`LONG_TOKEN` characters without a space cut
+    to its start and its length: a 3000-character key or value must not flood the terminal."""
+    return _LONG_TOKEN.sub(lambda m: f"{m.group(0)[:60]}... ({len(m.group(0))} characters)", text)
 
 
 class IncompatibleError(ConfigError):
@@ -47,6 +67,60 @@ class CheckpointError(SciMLError):
 
 class NonFiniteLossError(SciMLError):
     """A loss term became NaN or Inf."""
+
+
+class DiskFullError(SciMLError):
+    """A write failed for lack of space or quota; what was written before stays whole (every
+    result file is replaced atomically)."""
+
+    label = "disk full"
+
+
+def no_space(err: BaseException | None) -> bool:
+    """Whether ``err`` or an exception it arose from is a write that ran out of space: an
+    ``OSError`` with ENOSPC or EDQUOT, or a library's message of one (h5py, torch's zip writer,
+    TensorBoard wrap the OS error in their own)."""
+    import errno
+
+    seen = 0
+    while err is not None and seen < 16:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes free to an unprivileged writer on the file system holding ``path`` (or its
+    nearest existing parent)."""
+    import shutil
+    from pathlib import Path
+
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def size_text(n: int | None) -> str:
+    if n is None:
+        return "unknown space"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def disk_full(path: str | os.PathLike, err: BaseException | None = None) -> DiskFullError:
+    """The one-line error for a write to ``path`` that ran out of space."""
+    where = getattr(err, "filename", None) or path
+    return DiskFullError(f"could not write {where}: no space left ({size_text(free_bytes(where))} free there)")
 
 
 def full_error() -> bool:
@@ -74,5 +148,9 @@ def reporting(fn: Callable[..., T]) -> Callable[..., T]:
             if full_error():
                 raise
             sys.exit(report(err))
+        except OSError as err:
+            if full_error() or not no_space(err):
+                raise
+            sys.exit(report(disk_full(getattr(err, "filename", None) or ".", err)))
 
     return wrapper

@@ -54,6 +54,15 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(Path(path), write)
 
 
+def overwrite_json(path: Path, data: dict[str, Any]) -> None:
+    """Rewrite ``path`` in place, for when a full disk has no room for :func:`write_json`'s
+    second copy: a small file's blocks are reused. Not atomic; used only then."""
+    text = json.dumps(data, indent=2, default=str).encode() + b"\n"
+    with open(path, "r+b") as f:
+        f.write(text)
+        f.truncate()
+
+
 def git_commit() -> dict[str, Any]:
     """Commit and dirtiness of the sciml source tree, if it is a git checkout."""
     src = Path(__file__).resolve().parent.parent

@@ -72,7 +72,91 @@ def check_group_choices(parsed: Iterable[Any]) -> None:
             options = config.group_options(group)
             for v in values:
                 if v is not None and str(v) not in options:
-                    raise ConfigError(group, f"unknown option {str(v)!r}", options)
+                    raise ConfigError(group, f"unknown option {str(v)!r}", options, given=str(v))
+
+
+#: groups a command cannot run without (``experiment`` and ``hparams_search`` may be null)
+REQUIRED_GROUPS = {"train": ("model", "problem", "optim", "trainer"), "sweep": ("model", "problem", "optim", "trainer"),
+                   "solve": ("problem",), "eval": ()}
+#: no config key is this long; longer ones would reach the file system as a group's path
+MAX_KEY_LENGTH = 255
+
+
+def check_overrides(command: str, overrides: list[str]) -> list[str]:
+    """Each override as Hydra's grammar and our config tree need it, checked before anything is
+    composed: an empty or overlong key, a required group removed or set to null, and a sweep
+    given to a command that runs one job are one-line errors. A value the grammar cannot read
+    (``model.activation=tänh``: non-ASCII) comes back quoted, so that the key's own check names
+    it and its valid choices."""
+    out = []
+    for line in overrides:
+        key, eq, value = line.partition("=")
+        bare = key.lstrip("+~")
+        if len(bare) > MAX_KEY_LENGTH:
+            raise ConfigError(bare, f"no such key (a key of {len(bare)} characters)")
+        try:
+            o = parse_overrides([line])[0]
+        except ConfigError:
+            quoted = f"{key}='{value}'"
+            if not (eq and bare and value) or "'" in value:
+                raise
+            o = parse_overrides([quoted])[0]  # still unreadable: the original line's error stands
+            line = quoted
+        group = o.key_or_group
+        if not group:
+            raise ConfigError(line, "not an override: nothing before '='; expected key=value (e.g. optim.lr=1e-3)")
+        if group in REQUIRED_GROUPS.get(command, ()):
+            if o.is_delete():
+                raise ConfigError(group, f"cannot be removed: `sciml {command}` needs one", config.group_options(group))
+            if not o.is_sweep_override() and o.value() is None:
+                raise ConfigError(group, "must name an option, got null", config.group_options(group))
+        if command != "sweep" and o.is_sweep_override():
+            raise ConfigError(group, f"{value!r} is a sweep, and `sciml {command}` runs one job: give one value, "
+                                     "or run every value with `sciml sweep`")
+        out.append(line)
+    return out
+
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+
+
+def _references(node: Any, found: set[str]) -> set[str]:
+    """Every key an interpolation ``${a.b}`` in ``node`` (a plain container) points to."""
+    if isinstance(node, str):
+        found.update(_REFERENCE.findall(node))
+    elif isinstance(node, dict):
+        for v in node.values():
+            _references(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _references(v, found)
+    return found
+
+
+def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """A key added with ``+`` must be read by something. Under a class (``model.``,
+    ``trainer.``, a phase) the constructor's signature judges it (:func:`config.check`); a
+    mapping a class takes (``model.loss_weights``) is the class's to check; anywhere else
+    (``optim.``, ``paths.``, the top level) an interpolation must use it, else it would be
+    silently ignored (``+optim.step=5`` for ``optim.steps``)."""
+    raw = None
+    for o in parse_overrides(overrides):
+        key = o.key_or_group
+        if not o.is_add() or key.startswith("hydra.") or (config.config_dir() / key.replace(".", "/")).is_dir():
+            continue  # a group option (+experiment=...) is a file Hydra found
+        if raw is None:
+            raw = OmegaConf.to_container(cfg, resolve=False)
+            refs = _references(raw, set())
+        parts = key.split(".")
+        node, owned = raw, False
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            owned = owned or (isinstance(node, dict) and "_target_" in node)
+        if owned or any(key == r or key.startswith(r + ".") for r in refs):
+            continue
+        siblings = [str(k) for k in node if not str(k).startswith("_") and str(k) not in (parts[-1], "hydra")] \
+            if isinstance(node, dict) else []
+        raise ConfigError(key, "no such key: nothing reads it", siblings, given=parts[-1])
 
 
 def check_positive_ints(values: dict[str, Any]) -> None:
@@ -165,14 +249,20 @@ def compose(config_name: str, overrides: list[str], keep_hydra: bool = False) ->
     except MissingConfigException as err:
         raise ConfigError("", _first(err), getattr(err, "options", None)) from None
     except ConfigCompositionException as err:
+        added = re.search(r"An item is already at '([^']+)'", str(err))
+        if added:
+            raise ConfigError(added.group(1), "already set: '+' adds a new key; drop it to change this one") from None
         m = re.search(r"Could not override '([^']+)'", str(err))
         if m:
             key = m.group(1)
             parent_key, _, leaf = key.rpartition(".")
-            raise ConfigError(key, "no such key", _keys_of(config_name, job, key, parent_key)) from None
+            raise ConfigError(key, "no such key", _keys_of(config_name, job, key, parent_key), given=leaf) from None
         raise ConfigError("", _first(err)) from None
     except HydraException as err:
         raise ConfigError("", _first(err)) from None
+    except (ValueError, OSError) as err:  # the defaults list's own checks, a name the file system refuses
+        raise ConfigError("", _first(err)) from None
+    check_added_keys(cfg, job)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     if keep_hydra:
         return cfg, {k: v for k, v in choices.items() if not k.startswith("hydra")}
@@ -256,6 +346,25 @@ def _fitting_problems(cfg: DictConfig, requires: tuple[type, ...], model_cls: ty
 
 
 # -- running a Hydra app ----------------------------------------------------------------------
+def _quiet_full_disk_in_threads() -> None:
+    """A writer thread (TensorBoard's) that runs out of space dies quietly: the main thread's
+    next write fails the same way and reports it in one line."""
+    import threading
+
+    from ..errors import no_space
+
+    default = threading.excepthook
+    if getattr(default, "_sciml", False):
+        return
+
+    def hook(args: Any) -> None:
+        if not no_space(args.exc_value):
+            default(args)
+
+    hook._sciml = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 def run_app(command: str, app: Callable[[], Any], args: list[str],
             preflight: Callable[[list[str]], list[str] | None] | None) -> int:
     """Check ``args`` (unless only asking for help or a config print), hand them to Hydra, and
@@ -274,8 +383,16 @@ def run_app(command: str, app: Callable[[], Any], args: list[str],
         # a primary config of its own (a sweep's best.yaml): Hydra composes it; building it
         # still checks every target against the registered classes
         preflight = None
+    import logging
+
+    logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks
+    _quiet_full_disk_in_threads()
     try:
         output.start(command, overrides)
+        checked = check_overrides(command, overrides)
+        if checked != overrides:  # a value quoted for Hydra's grammar
+            swap = dict(zip(overrides, checked))
+            args, overrides = [swap.get(a, a) for a in args], checked
         extra = preflight(overrides) if preflight is not None else None
     except SciMLError as err:
         if full_error():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -11,14 +12,23 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .. import config, output, rundir
-from ..errors import ConfigError, SciMLError, full_error, report
+from ..errors import (ConfigError, DiskFullError, SciMLError, disk_full, free_bytes, full_error, no_space, report,
+                      size_text)
 from . import GROUPS, check_compatible, compose, expand, parse_overrides, run_app
 
 RESUME_GROUPS = ("model", "problem")
+#: free space below which a run is not started
+MIN_FREE_BYTES = 1 << 20
+
+
+#: launchers whose jobs run on this machine, so this machine's devices must serve every job
+LOCAL_LAUNCHERS = ("basic", "joblib", "submitit_local")
 
 
 def preflight(overrides: list[str], config_name: str = "train") -> None:
     """Compose and check every job before Hydra creates any directory."""
+    launcher = next((line.split("=", 1)[1] for line in overrides if line.lstrip("+").startswith("hydra/launcher=")),
+                    "basic")
     for job in expand(overrides, config_name):
         cfg, choices = compose(config_name, job)
         config.check(cfg)
@@ -26,7 +36,7 @@ def preflight(overrides: list[str], config_name: str = "train") -> None:
         if cfg.get("resume") is None:  # a resumed run builds from its checkpoint's config, below
             check_compatible(cfg)
         _check_phases(cfg)
-        if config_name == "train":  # a sweep's jobs may run elsewhere (a GPU node)
+        if config_name == "train" or launcher in LOCAL_LAUNCHERS:  # a cluster's jobs run elsewhere (a GPU node)
             from ..training.trainer import resolve_device
 
             resolve_device(str(cfg.trainer.device))
@@ -47,6 +57,10 @@ def _check_writable(key: str, path: Path) -> None:
         raise ConfigError(key, f"cannot make {path}: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(key, f"cannot write under {existing} (permission denied)")
+    free = free_bytes(existing)
+    if free is not None and free < MIN_FREE_BYTES:  # not even a run directory's configs and log fit
+        raise DiskFullError(f"no space left under {existing} ({size_text(free)} free; a run needs at least "
+                            f"{size_text(MIN_FREE_BYTES)}); {key} can point elsewhere")
 
 
 def _check_phases(cfg: DictConfig) -> None:
@@ -179,9 +193,23 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
                               hparams=_flat({k: container[k] for k in ("model", "problem", "optim")}))
     except BaseException as err:  # any exit Python sees leaves run.json saying how the run ended
         interrupted = isinstance(err, KeyboardInterrupt) or getattr(err, "exit_code", 1) >= 128
+        if not isinstance(err, SciMLError) and no_space(err):  # a library's write (TensorBoard, a plot)
+            err = disk_full(run_dir, err)
+        if isinstance(err, DiskFullError):
+            last = run_dir / "checkpoints" / "last.pt"
+            err = DiskFullError(f"{err}; " + (f"the last good checkpoint {last} is intact: free some space, then "
+                                              f"`sciml train resume={run_dir}`" if last.is_file() else
+                                              "no checkpoint was written yet"))
         message = str(err) if isinstance(err, SciMLError) else f"{type(err).__name__}: {err}"
-        rundir.write_json(run_dir / "run.json", {**info, "status": "interrupted" if interrupted else "failed",
-                                                 "error": message, "wall_time_s": round(trainer.elapsed, 3)})
+        try:
+            rundir.write_json(run_dir / "run.json", {**info, "status": "interrupted" if interrupted else "failed",
+                                                     "error": message, "wall_time_s": round(trainer.elapsed, 3)})
+        except DiskFullError:  # no room for a second copy: overwrite the small file in place
+            with contextlib.suppress(OSError):
+                rundir.overwrite_json(run_dir / "run.json", {**info, "status": "failed", "error": message,
+                                                             "wall_time_s": round(trainer.elapsed, 3)})
+        if isinstance(err, DiskFullError):
+            raise err from None
         raise
     if trainer.last_eval is not None:  # the model's own figures of its last validation
         for key, fig in model.figures(problem, trainer.last_eval, f"step {trainer.step}").items():

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..problems.base import Evaluation, Problem, Solution
 
 
@@ -53,8 +54,17 @@ class Model(nn.Module):
         the problems that fit are found the same way."""
         return None
 
+    #: the names :meth:`loss` may return; ``loss_weights`` may weight only these
+    loss_terms: ClassVar[tuple[str, ...]]
+
     def __init__(self, loss_weights: dict[str, float] | None = None) -> None:
         super().__init__()
+        terms = getattr(type(self), "loss_terms", None)
+        for name in loss_weights or {}:
+            if terms is not None and name not in terms:
+                # a misspelled weight would otherwise weight nothing, silently
+                raise ConfigError(f"model.loss_weights.{name}", f"{type(self).__name__} has no loss term {name!r}",
+                                  terms, given=name)
         self.loss_weights = dict(loss_weights or {})
 
     @abstractmethod

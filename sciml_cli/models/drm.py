@@ -60,6 +60,7 @@ class DRM(FieldModel):
     """
 
     requires = (EnergyFunctional,)
+    loss_terms = ("energy", "boundary")
 
     def __init__(
         self,

@@ -116,6 +116,7 @@ class FNO(Model):
     """
 
     requires = (OperatorData,)
+    loss_terms = ("data",)
 
     def __init__(
         self,
@@ -156,6 +157,10 @@ class FNO(Model):
 
         self.lift = nn.Linear(c_in + (d if grid_channels else 0), width)
         self.layers = nn.ModuleList(FourierLayer(width, modes, d) for _ in range(n_layers))
+        # the training grid is known now: too many modes must fail before any data is made
+        n = resolution or getattr(problem, "resolution", None)
+        if isinstance(n, int) and self.layers:
+            self.layers[0].spectral.check_resolution([n + padding] * d)
         self.act = ACTIVATIONS[activation]()
         self.project = nn.Sequential(
             nn.Linear(width, PROJECTION_WIDTH), ACTIVATIONS[activation](), nn.Linear(PROJECTION_WIDTH, self.step))

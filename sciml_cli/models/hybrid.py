@@ -82,6 +82,7 @@ class Hybrid(Model):
     """
 
     requires = (DifferentiableSolver,)
+    loss_terms = ("rollout",)
 
     def __init__(
         self,

@@ -66,6 +66,7 @@ class NeuralODE(Model):
     """
 
     requires = (Trajectories,)
+    loss_terms = ("data",)
 
     def __init__(
         self,

@@ -99,6 +99,7 @@ class PINN(FieldModel):
     """
 
     requires = (PhysicsResidual,)
+    loss_terms = ("residual", "initial", "boundary", "data")
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ class Unrolled(Model):
     """
 
     requires = (InverseProblem,)
+    loss_terms = ("mse",)
 
     def __init__(self, problem: InverseProblem, batch_size: PositiveInt = 8,
                  loss_weights: dict[str, float] | None = None) -> None:

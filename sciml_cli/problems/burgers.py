@@ -237,6 +237,9 @@ class Burgers(Problem, PhysicsResidual, OperatorData, DifferentiableSolver):
         self.noise = float(noise)
         self.resolution = int(resolution) if resolution is not None else (
             self.fine_resolution if setup == "fno" else 256)
+        if setup == "fno" and self.fine_resolution % self.resolution:
+            # before any data is made: the pairs are subsampled from the solver grid
+            raise ValueError(f"resolution: must divide fine_resolution={self.fine_resolution}, got {self.resolution}")
         if coarse_scheme not in ("fd2", "etdrk4"):
             raise ValueError(f"coarse_scheme: {coarse_scheme!r} is not one of fd2, etdrk4")
         self.coarse_resolution, self.coarse_dt = int(coarse_resolution), float(coarse_dt)

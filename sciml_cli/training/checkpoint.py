@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, SciMLError
+from ..errors import CheckpointError, SciMLError, disk_full, free_bytes, no_space
 
 FORMAT = "sciml-checkpoint"
 VERSION = 2  # 2: with a checksum; version 1 files (no checksum) still load
@@ -44,8 +44,14 @@ def atomic_write(path: Path, write) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        # torch's zip writer does not say why a write failed: ask the file system, before the
+        # partial file gives its space back
+        full = no_space(err) or (isinstance(err, (RuntimeError, OSError))
+                                 and (free_bytes(path.parent) or 0) < (1 << 20))
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise disk_full(path) from None
         raise
     _fsync_dir(path.parent)  # the rename itself survives a power cut
 

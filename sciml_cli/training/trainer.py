@@ -7,6 +7,7 @@ problem: it asks the model for a batch and named loss terms, weights and sums th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -258,9 +259,13 @@ class Trainer:
                     self._validate()
                 self.elapsed = elapsed0 + time.perf_counter() - start
                 self.save("last.pt")
-        finally:
-            for cb in self.callbacks:
-                cb.close()
+        except BaseException:
+            for cb in self.callbacks:  # the error that stopped the run is the one to report
+                with contextlib.suppress(Exception):
+                    cb.close()
+            raise
+        for cb in self.callbacks:
+            cb.close()
         summary = self.summary()
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
