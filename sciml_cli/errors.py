@@ -39,9 +39,10 @@ class ConfigError(SciMLError):
         if given is not None and choices:
             import difflib
 
-            near = difflib.get_close_matches(str(given), choices, n=1, cutoff=0.6)
+            names = {c.rsplit(".", 1)[-1].lstrip("+"): c for c in choices}  # `+a.b.name` is matched by name
+            near = difflib.get_close_matches(str(given), list(names), n=1, cutoff=0.6)
             if near:  # the nearest valid name, for a typo
-                msg += f"; did you mean {near[0]}?"
+                msg += f"; did you mean {names[near[0]]}?"
         if choices is not None:
             msg += f" (valid: {', '.join(choices) or 'none'})"
         super().__init__(shorten(msg))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SCIML, TINY, TINY_FNO, only_run_dir, run_sciml
+
 from sciml_cli.training import checkpoint
 
 LONG = "x" * 3000

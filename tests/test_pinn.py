@@ -207,6 +207,7 @@ def test_inverse_heat_learns_the_diffusivity_and_logs_it(sciml):
     assert result["metrics"]["coef_rel_err/kappa"] < 0.05
 
 
+@pytest.mark.slow  # 30-55 s; the default suite is near its 15-minute budget
 def test_compiled_objective_matches_the_eager_one():
     """``trainer.compile=true`` with Taylor derivatives compiles the whole objective (hard
     constraints included); the loss and its gradients stay those of the eager model."""

@@ -35,6 +35,7 @@ OPTUNA = ["optim.steps=10", "trainer.val_every=10", "trainer.checkpoint_every=10
           "hydra.sweeper.max_failure_rate=1.0", "model.width=choice(8,16)", "optim.lr=tag(log,interval(1e-3,1e-2))"]
 
 
+@pytest.mark.slow  # 30-55 s; the default suite is near its 15-minute budget
 def test_an_optuna_study_on_joblib_continues_where_it_stopped_and_its_best_runs_again(sciml):
     proc = sciml("sweep", *TINY, *OPTUNA, "hydra.sweeper.n_trials=2", "hydra/launcher=joblib")
     assert proc.returncode == 0, proc.stderr

@@ -5,6 +5,7 @@ Nothing here imports torch, so ``sciml --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -14,7 +15,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .. import config, output, rundir
-from ..errors import ConfigError, SciMLError, full_error, report
+from ..errors import (
+    ConfigError,
+    DiskFullError,
+    SciMLError,
+    free_bytes,
+    full_error,
+    report,
+    size_text,
+)
 
 #: flags that print something and run no job, so nothing needs checking first
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
@@ -96,11 +105,14 @@ def check_overrides(command: str, overrides: list[str]) -> list[str]:
             raise ConfigError(bare, f"no such key (a key of {len(bare)} characters)")
         try:
             o = parse_overrides([line])[0]
-        except ConfigError:
+        except ConfigError as err:
             quoted = f"{key}='{value}'"
             if not (eq and bare and value) or "'" in value:
                 raise
-            o = parse_overrides([quoted])[0]  # still unreadable: the original line's error stands
+            try:
+                o = parse_overrides([quoted])[0]
+            except ConfigError:
+                raise err from None  # unreadable either way: the line as typed
             line = quoted
         group = o.key_or_group
         if not group:
@@ -110,11 +122,33 @@ def check_overrides(command: str, overrides: list[str]) -> list[str]:
                 raise ConfigError(group, f"cannot be removed: `sciml {command}` needs one", config.group_options(group))
             if not o.is_sweep_override() and o.value() is None:
                 raise ConfigError(group, "must name an option, got null", config.group_options(group))
+        if group in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override() \
+                and "${" not in str(o.value()):
+            check_writable(group, Path(str(o.value())))
         if command != "sweep" and o.is_sweep_override():
             raise ConfigError(group, f"{value!r} is a sweep, and `sciml {command}` runs one job: give one value, "
                                      "or run every value with `sciml sweep`")
         out.append(line)
     return out
+
+
+#: free space below which a run is not started
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_writable(key: str, path: Path) -> None:
+    """``path`` is a directory we can write in, or can be made in one."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(key, f"cannot make {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(key, f"cannot write under {existing} (permission denied)")
+    free = free_bytes(existing)
+    if free is not None and free < MIN_FREE_BYTES:  # not even a run directory's configs and log fit
+        raise DiskFullError(f"no space left under {existing} ({size_text(free)} free; a run needs at least "
+                            f"{size_text(MIN_FREE_BYTES)}); {key} can point elsewhere")
 
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
@@ -252,6 +286,10 @@ def compose(config_name: str, overrides: list[str], keep_hydra: bool = False) ->
         added = re.search(r"An item is already at '([^']+)'", str(err))
         if added:
             raise ConfigError(added.group(1), "already set: '+' adds a new key; drop it to change this one") from None
+        chosen = re.search(r"Multiple values for ([\w/]+)", str(err))
+        if chosen:
+            raise ConfigError(chosen.group(1), "already in the defaults: choose it without '+'",
+                              config.group_options(chosen.group(1))) from None
         m = re.search(r"Could not override '([^']+)'", str(err))
         if m:
             key = m.group(1)
@@ -278,7 +316,19 @@ def _keys_of(config_name: str, overrides: list[str], bad: str, parent: str) -> l
     except ConfigError:
         return None
     node = OmegaConf.select(cfg, parent) if parent else cfg
-    return [str(k) for k in node.keys() if not str(k).startswith("_")] if isinstance(node, DictConfig) else None
+    if not isinstance(node, DictConfig):
+        return None
+    keys = [str(k) for k in node.keys() if not str(k).startswith("_")]
+    if "_target_" in node:  # a constructor argument the YAML leaves at its default is added with +
+        import inspect
+
+        try:
+            params = inspect.signature(config.import_target(node._target_, parent)).parameters
+        except (ConfigError, TypeError, ValueError):
+            return keys
+        keys += [f"+{parent}.{p}" for p, v in params.items() if p not in keys and p not in config.RUNTIME_ARGS
+                 and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
+    return keys
 
 
 def _first(err: BaseException) -> str:

@@ -34,6 +34,9 @@ def preflight(overrides: list[str]) -> None:
             raise ConfigError("resolutions", f"must be a list of positive integers, e.g. [256,512], got {cfg.resolutions!r}")
         check_positive_ints({f"resolutions.{i}": r for i, r in enumerate(cfg.resolutions)})
     _checkpoint_path(cfg)
+    from ..training.trainer import resolve_device
+
+    resolve_device(str(cfg.device), key="device")
 
 
 def restore(path: Path, device_name: str, data_dir: str | None = None):
@@ -51,7 +54,7 @@ def restore(path: Path, device_name: str, data_dir: str | None = None):
     if data_dir is not None and "data_dir" in saved.problem:
         saved.problem.data_dir = str(data_dir)
     config.check(saved)  # refuses anything but registered classes before building one
-    device = resolve_device(device_name)
+    device = resolve_device(device_name, key="device")
     dtype = DTYPES[saved.trainer.get("dtype", "float32")]
     problem = config.instantiate(saved.problem).to(device, dtype)
     model = config.instantiate(saved.model, problem=problem).to(device, dtype)

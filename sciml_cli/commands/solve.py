@@ -9,16 +9,39 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import config, output, rundir
 from ..errors import ConfigError, reporting
-from . import check_positive_ints, compose, expand, run_app
+from . import check_positive_ints, check_writable, compose, expand, run_app
 
 
 def preflight(overrides: list[str]) -> None:
+    """Everything the solve will need, checked before its directory is made: the command's own
+    keys, the device and dtype, the run of ``ckpt=``, and the problem built at the resolution
+    asked for (its constructor refuses a grid its solver cannot make)."""
+    import inspect
+
+    from ..training.trainer import DTYPES, resolve_device
+
     for job in expand(overrides):
         cfg, _ = compose("solve", job)
         config.check(cfg)
         check_positive_ints({k: cfg.get(k) for k in ("resolution", "n_samples", "batch_size", "repeats")})
         if cfg.get("format") not in FORMATS:
             raise ConfigError("format", f"{cfg.get('format')!r} is not a layout sciml writes", FORMATS)
+        if cfg.get("dtype") not in DTYPES:
+            raise ConfigError("dtype", f"{cfg.get('dtype')!r} is not a solver precision", DTYPES, given=str(cfg.get("dtype")))
+        resolve_device(str(cfg.device), key="device")
+        check_writable("paths.outputs", Path(str(cfg.paths.outputs)))
+        if cfg.ckpt is not None and not (Path(str(cfg.ckpt)) / "checkpoints" / "best.pt").is_file():
+            raise ConfigError("ckpt", f"no checkpoints/best.pt in {cfg.ckpt}")
+        problem = cfg.problem.copy()
+        target = config.import_target(problem._target_, "problem._target_")
+        if cfg.resolution is not None and "resolution" in inspect.signature(target).parameters:
+            problem.resolution = cfg.resolution
+        try:
+            config.instantiate(problem)
+        except ConfigError as err:  # the solve's own `resolution=` is what the user typed
+            if cfg.resolution is not None and str(err).startswith("problem.resolution:"):
+                raise ConfigError("resolution", str(err).split(": ", 1)[1]) from None
+            raise
 
 
 FRESH_SEED_OFFSET = 1000  # far from the train/val/test split seeds
@@ -124,7 +147,7 @@ def task(cfg: DictConfig) -> None:
                     f"speedup {result['speedup']:.3g}, wrote {out / 'surrogate.json'}",
                     surrogate_json=str(out / "surrogate.json"), **result)
         return
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, key="device")
     problem = config.instantiate(cfg.problem).to(device, DTYPES[cfg.dtype])
     try:
         solution = problem.solve(resolution=cfg.resolution, n_samples=cfg.n_samples, seed=cfg.seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -12,13 +13,18 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .. import config, output, rundir
-from ..errors import (ConfigError, DiskFullError, SciMLError, disk_full, free_bytes, full_error, no_space, report,
-                      size_text)
-from . import GROUPS, check_compatible, compose, expand, parse_overrides, run_app
+from ..errors import (
+    ConfigError,
+    DiskFullError,
+    SciMLError,
+    disk_full,
+    full_error,
+    no_space,
+    report,
+)
+from . import GROUPS, check_compatible, check_writable, compose, expand, parse_overrides, run_app
 
 RESUME_GROUPS = ("model", "problem")
-#: free space below which a run is not started
-MIN_FREE_BYTES = 1 << 20
 
 
 #: launchers whose jobs run on this machine, so this machine's devices must serve every job
@@ -32,35 +38,18 @@ def preflight(overrides: list[str], config_name: str = "train") -> None:
     for job in expand(overrides, config_name):
         cfg, choices = compose(config_name, job)
         config.check(cfg)
-        _check_writable("paths.outputs", Path(str(cfg.paths.outputs)))
+        check_writable("paths.outputs", Path(str(cfg.paths.outputs)))
         if cfg.get("resume") is None:  # a resumed run builds from its checkpoint's config, below
             check_compatible(cfg)
         _check_phases(cfg)
         if config_name == "train" or launcher in LOCAL_LAUNCHERS:  # a cluster's jobs run elsewhere (a GPU node)
-            from ..training.trainer import resolve_device
+            from ..training.trainer import check_devices, resolve_device
 
-            resolve_device(str(cfg.trainer.device))
+            check_devices(int(cfg.trainer.get("devices", 1)), resolve_device(str(cfg.trainer.device)))
         if cfg.get("resume") is not None:
             if config_name != "train":
                 raise ConfigError("resume", "a sweep cannot resume; resume its runs one by one")
             _check_resume(cfg, choices, job)
-
-
-def _check_writable(key: str, path: Path) -> None:
-    """``path`` is a directory we can write in, or can be made in one."""
-    import os
-
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(key, f"cannot make {path}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(key, f"cannot write under {existing} (permission denied)")
-    free = free_bytes(existing)
-    if free is not None and free < MIN_FREE_BYTES:  # not even a run directory's configs and log fit
-        raise DiskFullError(f"no space left under {existing} ({size_text(free)} free; a run needs at least "
-                            f"{size_text(MIN_FREE_BYTES)}); {key} can point elsewhere")
 
 
 def _check_phases(cfg: DictConfig) -> None:
@@ -153,7 +142,9 @@ def _resumed_config(saved_yaml: str, composed: DictConfig, overrides: list[str])
 
 def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     from .. import plotting, progress
-    from ..training import checkpoint
+    from ..training import checkpoint, distributed
+
+    writer = distributed.rank() == 0  # in data-parallel training the other ranks write nothing
 
     # quiet training means quiet data generation too
     progress.enable(OmegaConf.select(cfg, "trainer.callbacks.progress") is not None)
@@ -164,9 +155,10 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
         resume_state = checkpoint.load(ckpt)
         cfg = _resumed_config(resume_state["config"], cfg, overrides)
         config.check(cfg)
-        (run_dir / ".hydra").mkdir(exist_ok=True)
-        (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        print(f"resuming {run_dir} from {ckpt} (step {resume_state['step']})", file=sys.stderr)
+        if writer:
+            (run_dir / ".hydra").mkdir(exist_ok=True)
+            (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+            print(f"resuming {run_dir} from {ckpt} (step {resume_state['step']})", file=sys.stderr)
 
     # before instantiating: Hydra resolves the nodes an interpolation points to in place
     # (trainer.phases -> optim.phases), which would freeze e.g. a phase's ${optim.steps}
@@ -186,12 +178,17 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
             "seed": trainer.seed, "status": "running", "resumed_from_step": resume_state and resume_state["step"]}
     if problem.provenance():
         info["data"] = problem.provenance()
-    rundir.write_json(run_dir / "run.json", info)
+    if trainer.devices > 1:
+        info["devices"] = trainer.devices
+    if writer:
+        rundir.write_json(run_dir / "run.json", info)
     container = OmegaConf.to_container(cfg, resolve=True)
     try:
         summary = trainer.fit(model, problem, run_dir, config_yaml, resume=resume_state,
                               hparams=_flat({k: container[k] for k in ("model", "problem", "optim")}))
     except BaseException as err:  # any exit Python sees leaves run.json saying how the run ended
+        if not writer:
+            raise
         interrupted = isinstance(err, KeyboardInterrupt) or getattr(err, "exit_code", 1) >= 128
         if not isinstance(err, SciMLError) and no_space(err):  # a library's write (TensorBoard, a plot)
             err = disk_full(run_dir, err)
@@ -211,6 +208,11 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
         if isinstance(err, DiskFullError):
             raise err from None
         raise
+    finally:
+        distributed.stop()
+    if not writer:
+        return {"status": "finished", "val_metric": problem.val_metric, "val_direction": problem.val_direction,
+                **trainer.summary()}
     if trainer.last_eval is not None:  # the model's own figures of its last validation
         for key, fig in model.figures(problem, trainer.last_eval, f"step {trainer.step}").items():
             plotting.save(fig, run_dir / "plots" / (f"prediction_{key}.png" if key else "prediction.png"))
@@ -262,6 +264,70 @@ def _continue_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) -> int:
+    """Run this training in ``n`` processes on this machine (``trainer.devices=n``), with the
+    environment ``torchrun`` would give them, all in ``run_dir``; returns rank 0's exit code (or
+    the first failure's). Signals reach every rank; a rank that fails stops the others."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    from ..training.distributed import STOP_GRACE_S
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    skip = ("hydra.run.dir=", "output=", "resume=")
+    args = [o for o in overrides if not o.lstrip("+").startswith(skip)] + [f"hydra.run.dir={run_dir}", "output=text"]
+    if cfg.resume is not None:
+        args.append(f"resume={run_dir if str(cfg.resume) == 'auto' else cfg.resume}")
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(n)}
+    if cfg.trainer.device != "cuda" and "OMP_NUM_THREADS" not in os.environ:
+        # the cores shared out: ranks that each spin up every core's thread slow each other 10x
+        base["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in range(1, n)]
+    # the parent wrote .hydra/ and opened the log; rank 0 appends to it, the others log nowhere
+    args.append("hydra.output_subdir=null")
+    quiet = ["hydra.job_logging.root.handlers=[console]"]
+    procs = [subprocess.Popen([sys.executable, "-m", "sciml_cli", "train", *args, *(quiet if rank else [])],
+                              stdout=subprocess.DEVNULL,
+                              stderr=None if rank == 0 else logs[rank - 1],
+                              env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in range(n)]
+
+    def forward(signum, frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    stops = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None]
+    previous = {s: signal.signal(s, forward) for s in stops}
+    try:
+        failed_at = None
+        while any(p.poll() is None for p in procs):
+            if failed_at is None and any(p.poll() not in (None, 0) for p in procs):
+                failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > STOP_GRACE_S:
+                for p in procs:  # the others wait in a collective that will never complete
+                    if p.poll() is None:
+                        p.kill()
+            time.sleep(0.1)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    codes = [p.returncode for p in procs]
+    if codes[0] == 0 and any(codes):  # a rank failed where rank 0 did not say why: its last line
+        rank = next(i for i, c in enumerate(codes) if c)
+        logs[rank - 1].seek(0)
+        lines = [ln for ln in logs[rank - 1].read().splitlines() if ln.strip()]
+        sys.stderr.write(f"sciml: error: rank {rank} failed (exit {codes[rank]}): {lines[-1] if lines else ''}\n")
+    for f in logs:
+        f.close()
+    return codes[0] if codes[0] > 0 else next((c if c > 0 else 128 - c for c in codes if c), 0)
+
+
 def task(cfg: DictConfig) -> float | None:
     """The Hydra task of ``train`` and of every ``sweep`` job; returns the validation metric
     (what a sweeper such as Optuna optimises, in the problem's ``val_direction``)."""
@@ -280,7 +346,19 @@ def task(cfg: DictConfig) -> float | None:
         done = _continue_job(cfg, run_dir) if multirun else None
         if done is not None:
             return done.get(f"val/{done['val_metric']}")
-        metrics = _train(cfg, run_dir, list(hc.overrides.task))
+        from ..training import distributed
+
+        devices = int(cfg.trainer.get("devices", 1))
+        if devices > 1 and distributed.world_size() == 1:  # start the ranks; rank 0 writes the run
+            code = _launch_ranks(cfg, run_dir, list(hc.overrides.task), devices)
+            if code:
+                if multirun and code < 128:
+                    rundir.write_json(run_dir / "metrics.json", {"status": "failed", "error": f"exit {code}"})
+                    return None
+                sys.exit(code)
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        else:
+            metrics = _train(cfg, run_dir, list(hc.overrides.task))
     except SciMLError as err:
         if isinstance(err, ConfigError) and cfg.resume is None and not (run_dir / "checkpoints").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing that looks like a result

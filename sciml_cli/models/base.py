@@ -83,6 +83,14 @@ class Model(nn.Module):
         ``val_metric`` among them). The trainer validates on ``split="val"``; ``sciml eval``
         scores ``"test"``. Models whose reference is exact may ignore ``split``."""
 
+    def shard(self, batch: dict[str, Tensor], rank: int, world: int) -> dict[str, Tensor]:
+        """This process's share of :meth:`batch` in data-parallel training (``trainer.devices``):
+        every tensor split along its first axis into ``world`` interleaved parts, scalars kept.
+        Methods whose batch holds entries that are not per sample (a grid, a whole trajectory)
+        override it. The loss of a share must be a mean, so that the average of the ranks'
+        gradients is the gradient on the whole batch."""
+        return {k: v[rank::world] if v.dim() > 0 else v for k, v in batch.items()}
+
     def start_phase(self, problem: Problem, name: str) -> None:
         """Called before the optimiser phase ``name`` starts, also when a run resumes into it.
         Must be deterministic and idempotent (a resumed run calls it again on the restored

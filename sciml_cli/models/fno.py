@@ -319,6 +319,11 @@ class FNO(Model):
         index = self._permutation[1][k * self.batch_size:(k + 1) * self.batch_size].to(a.device)
         return {"a": a[index], "u": u[index], **{f"grid/{name}": g for name, g in grid.items()}}
 
+    def shard(self, batch: dict[str, Tensor], rank: int, world: int) -> dict[str, Tensor]:
+        """Disjoint samples per rank (a distributed sampler's split of the permuted batch);
+        the grid is the same for all."""
+        return {k: v if k.startswith("grid/") else v[rank::world] for k, v in batch.items()}
+
     def loss(self, problem: OperatorData, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """``data``: mean over the batch of the per-sample relative L2 error in the problem's
         units (Li et al. 2021); autoregressive, summed over the snapshots of the rollout, each

@@ -149,6 +149,11 @@ class NeuralODE(Model):
         idx = start[:, None] + torch.arange(self.segment_length)
         return {"target": data.observed[which[:, None], idx]}  # [B, L, S]
 
+    def shard(self, batch: dict[str, Tensor], rank: int, world: int) -> dict[str, Tensor]:
+        """Disjoint sub-trajectories per rank; the whole trajectory (one sample) is every
+        rank's."""
+        return batch if "whole" in batch else super().shard(batch, rank, world)
+
     def loss(self, problem: Trajectories, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         target = batch["target"]
         t = problem.trajectories().t

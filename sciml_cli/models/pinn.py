@@ -293,6 +293,15 @@ class PINN(FieldModel):
             self._cache["batch"] = (key, batch)
         return self._cache["batch"][1]
 
+    def shard(self, batch: dict[str, Tensor], rank: int, world: int) -> dict[str, Tensor]:
+        """Disjoint collocation, initial, boundary and observed points per rank; the points the
+        network is evaluated at in one pass are gathered again from the shares."""
+        out = super().shard({k: v for k, v in batch.items() if k != "values_at"}, rank, world)
+        at = [out[k] for k in ("initial", "boundary", "obs_points") if k in out]
+        if at:
+            out["values_at"] = torch.cat(at)
+        return out
+
     def _observations(self, problem: PhysicsResidual, seed: int) -> tuple[Tensor, Tensor]:
         key = (seed, problem.device, problem.dtype)
         cached = self._cache.get("observations")

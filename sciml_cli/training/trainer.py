@@ -30,7 +30,7 @@ from ..constraints import NonNegativeInt, PositiveFloat, PositiveInt
 from ..errors import ConfigError, NonFiniteLossError, SciMLError
 from ..models.base import Model
 from ..problems.base import Evaluation, Problem
-from . import checkpoint
+from . import checkpoint, distributed
 from .callbacks import Callback
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def _restore_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer, saved: 
             scheduler.step()
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
     """``auto`` tries cuda, then mps, then cpu; an explicit device must exist."""
     if name == "auto":
         if torch.cuda.is_available():
@@ -105,13 +105,29 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError("trainer.device", f"{name!r} is not a device", ["auto", "cpu", "cuda", "mps"]) from None
+        raise ConfigError(key, f"{name!r} is not a device", ["auto", "cpu", "cuda", "mps"]) from None
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
     if not available.get(device.type, False):
-        raise ConfigError("trainer.device", f"{name} is not available on this machine",
+        raise ConfigError(key, f"{name} is not available on this machine",
                           ["auto"] + [k for k, ok in available.items() if ok])
     return device
+
+
+def check_devices(devices: int, device: torch.device, key: str = "trainer.devices") -> None:
+    """``devices`` processes fit this machine: one CUDA device each, or one CPU core each;
+    MPS is a single device."""
+    if devices <= 1:
+        return
+    if device.type == "cuda":
+        present, what = torch.cuda.device_count(), "CUDA devices"
+    elif device.type == "cpu":
+        present, what = os.cpu_count() or 1, "CPU cores"
+    else:
+        present, what = 1, f"{device.type} devices"
+    if devices > present:
+        raise ConfigError(key, f"{devices} processes need {devices} {what}; this machine has {present}",
+                          [str(n) for n in range(1, present + 1)])
 
 
 class Trainer:
@@ -140,6 +156,10 @@ class Trainer:
         Run the loss under bfloat16 autocast (mixed precision) where the device supports it.
     compile
         ``torch.compile`` the model's forward pass (off by default: compiling costs start-up time).
+    devices
+        Data-parallel processes, one per device (:mod:`sciml_cli.training.distributed`): each
+        computes the gradient on its share of the batch, and the shares' gradients are averaged.
+        ``1`` unless the job was started by ``torchrun``, whose process count it then takes.
     requeue
         On SIGUSR1 (SLURM's warning before the time limit) inside a SLURM job, ask SLURM to run
         the job again after the checkpoint (``scontrol requeue``); a sweep job, or a script with
@@ -162,6 +182,7 @@ class Trainer:
         amp: bool = False,
         compile: bool = False,
         requeue: bool = True,
+        devices: PositiveInt = 1,
     ) -> None:
         if not phases:
             raise ConfigError("optim.phases", "at least one optimiser phase is needed")
@@ -173,6 +194,14 @@ class Trainer:
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
+        self.world = distributed.world_size()
+        if self.world > 1 and devices not in (1, self.world):
+            raise ConfigError("trainer.devices", f"{devices} asked for, but this job was started with {self.world} processes")
+        self.devices = max(devices, self.world)
+        check_devices(self.devices, self.device)
+        self.rank = distributed.rank() if self.world > 1 else 0
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", distributed.local_rank())
         self.dtype = DTYPES[dtype]
         self.amp = amp and self._bf16_supported()
         self.compile = compile
@@ -215,6 +244,10 @@ class Trainer:
         hparams: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Train, validate and checkpoint; returns the final metrics."""
+        if self.world > 1:
+            distributed.start(self.device)
+            if self.rank != 0:  # rank 0 writes; the others compute
+                self.callbacks = []
         self.model, self.problem = model.to(self.device, self.dtype), problem.to(self.device, self.dtype)
         if self.compile:
             model.compile()  # compiles __call__ in place: state_dict keys stay the same
@@ -227,6 +260,7 @@ class Trainer:
         pending_optim: dict[str, Any] | None = None
         if resume is not None:
             pending_optim = self._restore(resume)
+        distributed.broadcast_([*model.parameters(), *model.buffers()])  # the same start on every rank
         for cb in self.callbacks:
             cb.on_fit_start(self)
         start = time.perf_counter()
@@ -251,7 +285,12 @@ class Trainer:
                             self._validate()
                         if self.step % self.checkpoint_every == 0:
                             self.save("last.pt")
-                        if self._stop_signal is not None:
+                        stop = self._stop_signal is not None
+                        if self.world > 1 and distributed.any_rank(stop, self.device):
+                            # a signal reaches the ranks at different steps: all stop at this one
+                            self._stop_signal = self._stop_signal or signal.SIGTERM
+                            stop = True
+                        if stop:
                             self._interrupt()
                     if index < len(self.phases) - 1:
                         self.phase_step = 0
@@ -274,6 +313,8 @@ class Trainer:
     def _train_step(self, phase: Phase) -> None:
         model, problem = self.model, self.problem
         batch = model.batch(problem, self.step, self.seed)
+        if self.world > 1:
+            batch = model.shard(batch, self.rank, self.world)
         weights = model.loss_weights
         log_now = (self.step + 1) % self.log_every == 0 or self.phase_step + 1 == phase.steps
         first: dict[str, Any] = {}
@@ -284,16 +325,25 @@ class Trainer:
                 terms = model.loss(problem, batch)
             # a weight of 1 multiplies nothing: one operation less per term and step
             total = sum(v if weights.get(k, 1.0) == 1.0 else weights[k] * v for k, v in terms.items())
+            if self.world > 1:  # the whole batch's loss on every rank: the same NaN check, the same line search
+                values = torch.stack([*(v.detach() for v in terms.values()), total.detach()])
+                distributed.average_([values])
+                terms = dict(zip(terms, values[:-1]))
+                total_all = values[-1]
+            else:
+                total_all = total
             # sync point: a non-finite loss must stop the run before it reaches a checkpoint
-            if not torch.isfinite(total).item():
+            if not torch.isfinite(total_all).item():
                 bad = next((k for k, v in terms.items() if not torch.isfinite(v).item()), "total")
-                value = terms[bad].item() if bad in terms else total.item()
+                value = terms[bad].item() if bad in terms else total_all.item()
                 last = self.ckpt_dir / "last.pt"
                 raise NonFiniteLossError(
                     f"loss term '{bad}' is {value} at step {self.step + 1} (phase {phase.name}); "
                     + (f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet")
                 )
             total.backward()
+            if self.world > 1:
+                distributed.average_([p.grad for p in model.parameters() if p.grad is not None])
             if not first:
                 params = [p for p in model.parameters() if p.grad is not None]
                 if self.grad_clip is not None:
@@ -301,10 +351,10 @@ class Trainer:
                 elif log_now:
                     first["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in params])
                 first["terms"] = {k: v.detach() for k, v in terms.items()}
-                first["total"] = total.detach()
+                first["total"] = total_all.detach()
             elif self.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-            return total
+            return total_all if self.world > 1 else total
 
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step(closure)
@@ -324,6 +374,9 @@ class Trainer:
                 cb.on_log(self, logs)
 
     def _validate(self) -> None:
+        if self.rank != 0:  # validation decides what rank 0 writes; it changes no training state
+            self._validated_at = self.step
+            return
         self.model.eval()
         evaluation = self.model.evaluate(self.problem, split="val")
         self.model.train()
@@ -356,6 +409,8 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         path = self.ckpt_dir / name
+        if self.rank != 0:
+            return path
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             raise NonFiniteLossError(f"non-finite weights at step {self.step}; {path} was not overwritten")
         checkpoint.save(path, self.state_dict())
@@ -397,7 +452,8 @@ class Trainer:
     def _interrupt(self) -> None:
         path = self.save("last.pt")
         name = signal.Signals(self._stop_signal).name
-        requeued = self._stop_signal == getattr(signal, "SIGUSR1", None) and self.requeue and _slurm_requeue()
+        requeued = (self._stop_signal == getattr(signal, "SIGUSR1", None) and self.requeue and self.rank == 0
+                    and _slurm_requeue())
         then = ("SLURM requeued the job: it resumes in this run directory" if requeued
                 else f"Resume with: sciml train resume={path}")
         raise Interrupted(self._stop_signal, f"{name} at step {self.step}/{self.total_steps}; checkpoint saved to {path}. {then}")
