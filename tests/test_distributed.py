@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import TINY, TINY_FNO, only_run_dir
+
 from sciml_cli.training import checkpoint
 
 PINN = [*TINY, "trainer.dtype=float64"]

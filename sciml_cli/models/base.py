@@ -4,8 +4,9 @@ A *method* (PINN, Deep Ritz, FNO, ...) is a :class:`Model`: it names the problem
 its network from ``sciml_cli.nn``, and owns its objective, its data and its evaluation. Nothing
 outside the method knows its call convention:
 
-- the trainer calls :meth:`Model.batch`, :meth:`Model.loss` (named, unweighted terms, weighted
-  by :attr:`Model.loss_weights` and summed), :meth:`Model.evaluate` and :meth:`Model.scalars`,
+- the trainer calls :meth:`Model.batch` (and :meth:`Model.shard` to keep a rank's share in
+  data-parallel training), :meth:`Model.loss` (named, unweighted terms among
+  :attr:`Model.loss_terms`, weighted by :attr:`Model.loss_weights` and summed), :meth:`Model.evaluate` and :meth:`Model.scalars`,
   and :meth:`Model.start_phase` before each optimiser phase (a method in stages, such as the
   UDE that replaces its networks by a recovered equation, changes stage there); the optimiser
   of a phase gets the parameters that require gradients then;
