@@ -15,8 +15,15 @@ from . import __version__
 
 def new_run_dir(base: str | Path) -> Path:
     """Create and return ``base/<timestamp>``; a suffix keeps two runs started in the same
-    second (a batch script, a job array) from sharing a directory."""
+    second (a batch script, a job array) from sharing a directory. The ranks of one
+    data-parallel job started by ``torchrun`` (or ``srun``) share ``base/ranks-<job id>``:
+    they cannot agree on a time stamp before their process group exists."""
     base = Path(base)
+    job = _parallel_job_id()
+    if job is not None:
+        shared = base / f"ranks-{job}"
+        shared.mkdir(parents=True, exist_ok=True)
+        return shared
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     for i in range(1000):
         candidate = base / (stamp if i == 0 else f"{stamp}_{i}")
@@ -26,6 +33,19 @@ def new_run_dir(base: str | Path) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a run directory under {base}")
+
+
+def _parallel_job_id() -> str | None:
+    """The id every rank of a multi-process job sees alike, or None outside one."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    for name in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+        if os.environ.get(name) and os.environ[name] != "none":
+            return os.environ[name] + (f".{os.environ['SLURM_STEP_ID']}" if name == "SLURM_JOB_ID"
+                                       and os.environ.get("SLURM_STEP_ID") else "")
+    return f"{os.environ.get('MASTER_ADDR', 'local')}-{os.environ.get('MASTER_PORT', '0')}"
 
 
 def newest_run(base: str | Path) -> Path | None:

@@ -20,31 +20,28 @@ def _final(run):
     return metrics, checkpoint.load(run / "checkpoints" / "last.pt")
 
 
-def test_two_gloo_processes_give_the_one_process_numbers_and_one_run_directory(sciml):
-    assert sciml("train", *PINN, "trainer.devices=2", check=True).stdout.startswith("sciml train: finished heat-pinn")
+def test_two_gloo_processes_give_the_one_process_numbers_and_resume_on_one(sciml):
+    """Steps 1-20 on 2 processes, 21-40 resumed on 1, end where 40 steps on 1 process do:
+    disjoint halves of the points per rank with averaged gradients are the whole batch's
+    gradient, and a checkpoint holds no trace of the process count."""
+    out = sciml("train", *PINN, "optim.steps=20", "trainer.devices=2", check=True).stdout
+    assert out.startswith("sciml train: finished heat-pinn") and out.count("\n") == 1
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+    # rank 0 wrote the run, rank 1 nothing: the files of a 1-process run, one event writer
+    assert json.loads((run / "run.json").read_text())["devices"] == 2
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", "checkpoints", "metrics.json", "plots", "run.json",
+                                                    "tb", "train.log"]
+    assert len(list((run / "tb").iterdir())) == 2  # the events and the hparams summary
+    assert json.loads((run / "metrics.json").read_text())["step"] == 20
+    sciml("train", *PINN, f"resume={run}", check=True)
     sciml("train", *PINN, "paths.outputs=one", check=True)
-    one = only_run_dir(sciml.cwd / "one" / "train" / "heat-pinn")
-    (m2, s2), (m1, s1) = _final(run), _final(one)
+    (m2, s2), (m1, s1) = _final(run), _final(only_run_dir(sciml.cwd / "one" / "train" / "heat-pinn"))
     assert m2["step"] == m1["step"] == 40
-    # disjoint halves of the points per rank, gradients averaged: the whole batch's gradient
     for key in ("loss/total", "loss/residual", "loss/initial", "loss/boundary", "val/rel_l2"):
         assert m2[key] == pytest.approx(m1[key], rel=1e-10), key
     for name, w in s1["model"].items():
         torch.testing.assert_close(s2["model"][name], w, rtol=1e-10, atol=1e-12)
-    # rank 0 wrote the run; rank 1 nothing (one event writer, one config, run.json says 2)
-    assert json.loads((run / "run.json").read_text())["devices"] == 2
-    assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
-    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in one.iterdir())
-    assert len(list((run / "tb").iterdir())) == len(list((one / "tb").iterdir()))
-    # a checkpoint of 2 processes resumes on 1 and ends where both did
-    sciml("train", *PINN, "optim.steps=20", "trainer.devices=2", "paths.outputs=half", check=True)
-    half = only_run_dir(sciml.cwd / "half" / "train" / "heat-pinn")
-    sciml("train", *PINN, f"resume={half}", check=True)
-    mh, sh = _final(half)
-    assert mh["step"] == 40 and mh["loss/total"] == pytest.approx(m1["loss/total"], rel=1e-10)
-    for name, w in s1["model"].items():
-        torch.testing.assert_close(sh["model"][name], w, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.slow
@@ -71,3 +68,28 @@ def test_more_devices_than_the_machine_has_is_a_config_error(sciml):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("sciml: config error: trainer.devices: 4096 processes need 4096 CPU cores")
     assert not (sciml.cwd / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_job_started_by_torchrun_is_one_data_parallel_run(sciml):
+    """``torchrun --nproc_per_node=2 -m sciml_cli train ...``: the ranks find one run directory
+    (named by torchrun's run id), rank 0 writes it, and the numbers are the 1-process ones."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "sciml_cli", "train", *PINN], cwd=sciml.cwd, capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("sciml train: finished") == 1  # rank 0 reports
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+    assert run.name.startswith("ranks-")
+    assert len(list((run / "tb").iterdir())) == 2  # one writer's events and its hparams summary
+    sciml("train", *PINN, "paths.outputs=one", check=True)
+    (m2, s2), (m1, s1) = _final(run), _final(only_run_dir(sciml.cwd / "one" / "train" / "heat-pinn"))
+    assert m2["loss/total"] == pytest.approx(m1["loss/total"], rel=1e-10)
+    for name, w in s1["model"].items():
+        torch.testing.assert_close(s2["model"][name], w, rtol=1e-10, atol=1e-12)

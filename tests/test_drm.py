@@ -97,6 +97,7 @@ def test_quick_drm_beats_the_coarse_finite_difference_baseline_and_evaluates(sci
     assert_figure(run / "plots" / "eval_best.png")
 
 
+@pytest.mark.slow  # 22 s; the default suite is near its 15-minute budget
 def test_eval_on_a_singular_domain_shows_the_error_around_the_corner(sciml):
     args = ["model=drm", "problem=poisson", "problem.domain=lshape", "optim.steps=20", "trainer.val_every=20",
             "trainer.checkpoint_every=20", *QUICK]

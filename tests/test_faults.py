@@ -85,6 +85,7 @@ def test_a_sweep_checks_every_job_s_device_before_the_first_runs(sciml):
     assert not (sciml.cwd / "outputs").exists()
 
 
+@pytest.mark.slow  # 25 s; test_trainer's finished-run resume covers the same rebuild of metrics.json
 def test_a_run_killed_between_its_last_checkpoint_and_metrics_json_is_completed_by_resume(sciml):
     """The final checkpoint is written, then the process dies before metrics.json: resume
     rebuilds metrics.json whole (every field, the same numbers) from the checkpoint."""

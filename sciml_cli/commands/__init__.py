@@ -448,6 +448,10 @@ def run_app(command: str, app: Callable[[], Any], args: list[str],
         if full_error():
             raise
         return output.finish(report(err))
+    if command == "train" and int(os.environ.get("RANK", "0")) > 0:
+        # a data-parallel rank other than 0 writes nothing: no .hydra/, no log file
+        extra = [*(extra or []), "hydra.job_logging.root.handlers=[console]",
+                 *([] if any(a.startswith("hydra.output_subdir=") for a in args) else ["hydra.output_subdir=null"])]
     sys.argv = [sys.argv[0], *args, *(extra or [])]  # a preflight may settle overrides (a study's remaining trials)
     try:
         app()

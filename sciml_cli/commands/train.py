@@ -289,11 +289,9 @@ def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) 
         # the cores shared out: ranks that each spin up every core's thread slow each other 10x
         base["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
     logs = [tempfile.TemporaryFile(mode="w+") for _ in range(1, n)]
-    # the parent wrote .hydra/ and opened the log; rank 0 appends to it, the others log nowhere
+    # the parent wrote .hydra/ and opened the log, which rank 0 appends to (run_app quiets the others)
     args.append("hydra.output_subdir=null")
-    quiet = ["hydra.job_logging.root.handlers=[console]"]
-    procs = [subprocess.Popen([sys.executable, "-m", "sciml_cli", "train", *args, *(quiet if rank else [])],
-                              stdout=subprocess.DEVNULL,
+    procs = [subprocess.Popen([sys.executable, "-m", "sciml_cli", "train", *args], stdout=subprocess.DEVNULL,
                               stderr=None if rank == 0 else logs[rank - 1],
                               env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in range(n)]
 
@@ -334,6 +332,8 @@ def task(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from ..training import distributed
+
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -346,8 +346,6 @@ def task(cfg: DictConfig) -> float | None:
         done = _continue_job(cfg, run_dir) if multirun else None
         if done is not None:
             return done.get(f"val/{done['val_metric']}")
-        from ..training import distributed
-
         devices = int(cfg.trainer.get("devices", 1))
         if devices > 1 and distributed.world_size() == 1:  # start the ranks; rank 0 writes the run
             code = _launch_ranks(cfg, run_dir, list(hc.overrides.task), devices)
@@ -379,6 +377,8 @@ def task(cfg: DictConfig) -> float | None:
         return None
     key = f"val/{metrics['val_metric']}"
     value = metrics.get(key)
+    if distributed.rank() > 0:  # rank 0 reports the job
+        return value
     # the one line a script reads, in quiet mode too (quiet means no progress bar)
     score = f", {key} {output.number(value, metrics['val_direction'])}" if value is not None else ""
     line = f"sciml train: finished {name} in {metrics['wall_time_s']:.0f} s{score}, run {run_dir}"

@@ -198,7 +198,8 @@ class Trainer:
         if self.world > 1 and devices not in (1, self.world):
             raise ConfigError("trainer.devices", f"{devices} asked for, but this job was started with {self.world} processes")
         self.devices = max(devices, self.world)
-        check_devices(self.devices, self.device)
+        if self.world == 1:  # ranks this process will start here; torchrun's may span machines
+            check_devices(self.devices, self.device)
         self.rank = distributed.rank() if self.world > 1 else 0
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", distributed.local_rank())
