@@ -91,6 +91,19 @@ def test_a_trial_that_fails_is_recorded_as_failed_and_the_study_goes_on(sciml):
     assert "nan.npz" in failed["overrides"] and "u holds NaN or Inf" in failed["error"]
 
 
+@pytest.mark.slow
+def test_ray_runs_a_local_two_job_sweep(sciml):
+    """Hydra's Ray launcher on a local Ray instance (the optional extra: pip install -e '.[ray]')."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the ray extra is not installed")
+    proc = sciml("sweep", *TINY, "model.width=8,16", "hydra/launcher=ray", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(only_run_dir(sciml.cwd / "outputs" / "sweep"))
+    assert sorted(o for r in rows for o in r["overrides"].split() if o.startswith("model.width=")) == \
+        ["model.width=16", "model.width=8"]
+    assert all(r["status"] == "finished" for r in rows)
+    assert "Ray Launcher is launching 2 jobs" in proc.stderr
+
+
 def test_submitit_runs_a_local_two_job_sweep(sciml):
     proc = sciml("sweep", *TINY, "model.width=8,16", "hydra/launcher=submitit_local")
     assert proc.returncode == 0, proc.stderr
