@@ -152,6 +152,6 @@ def reporting(fn: Callable[..., T]) -> Callable[..., T]:
         except OSError as err:
             if full_error() or not no_space(err):
                 raise
-            sys.exit(report(disk_full(getattr(err, "filename", None) or ".", err)))
+            sys.exit(report(disk_full(".", err)))  # the error's own file name wins
 
     return wrapper

@@ -61,11 +61,10 @@ class Model(nn.Module):
     def __init__(self, loss_weights: dict[str, float] | None = None) -> None:
         super().__init__()
         terms = getattr(type(self), "loss_terms", None)
-        for name in loss_weights or {}:
-            if terms is not None and name not in terms:
-                # a misspelled weight would otherwise weight nothing, silently
-                raise ConfigError(f"model.loss_weights.{name}", f"{type(self).__name__} has no loss term {name!r}",
-                                  terms, given=name)
+        unknown = [name for name in loss_weights or {} if terms is not None and name not in terms]
+        if unknown:  # a misspelled weight would otherwise weight nothing, silently
+            raise ConfigError(f"model.loss_weights.{unknown[0]}", f"{type(self).__name__} has no loss term "
+                                                                  f"{unknown[0]!r}", terms, given=unknown[0])
         self.loss_weights = dict(loss_weights or {})
 
     @abstractmethod

@@ -95,11 +95,3 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
-
-
-def torchrun_command(n: int, args: list[str]) -> list[str]:
-    """The command that runs ``sciml train <args>`` in ``n`` processes on this machine."""
-    import sys
-
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-            "-m", "sciml_cli", "train", *args]
