@@ -1,7 +1,7 @@
 """Time a full Adam step of our PINN on DeepXDE's Burgers example setup, against DeepXDE itself.
 
     .venv/bin/python scripts/bench_pinn.py [--preset burgers|large] [--variants autograd taylor taylor+compile]
-        [--steps 300] [--repeats 5] [--threads 2] [--peer-python /path/to/venv/bin/python]
+        [--steps 320] [--repeats 5] [--threads 2] [--peer-python /path/to/venv/bin/python]
 
 Setups (float32, tanh, Glorot normal, Adam at 1e-3, DeepXDE's point counts):
   burgers  3 x 20, 2540 interior + 80 boundary + 160 initial points (DeepXDE's
@@ -87,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(SETUPS), default="burgers")
     parser.add_argument("--variants", nargs="+", default=["autograd", "taylor", "taylor+compile"])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=320)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peer-python", default=None, help="python of an environment with DeepXDE 1.15")

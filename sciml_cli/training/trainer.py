@@ -272,7 +272,9 @@ class Trainer:
                     self.phase_index = index
                     phase = self.phases[index]
                     model.start_phase(problem, phase.name)
-                    self.optimizer = phase.optimizer([p for p in model.parameters() if p.requires_grad])
+                    # listed once per phase: walking the module tree costs as much as a small step's arithmetic
+                    self._params = [p for p in model.parameters() if p.requires_grad]
+                    self.optimizer = phase.optimizer(self._params)
                     self.scheduler = phase.scheduler(self.optimizer) if phase.scheduler else None
                     if pending_optim is not None:
                         self.optimizer.load_state_dict(pending_optim["optimizer"])
@@ -334,7 +336,7 @@ class Trainer:
             else:
                 total_all = total
             # sync point: a non-finite loss must stop the run before it reaches a checkpoint
-            if not torch.isfinite(total_all).item():
+            if not math.isfinite(total_all.item()):
                 bad = next((k for k, v in terms.items() if not torch.isfinite(v).item()), "total")
                 value = terms[bad].item() if bad in terms else total_all.item()
                 last = self.ckpt_dir / "last.pt"
@@ -344,17 +346,17 @@ class Trainer:
                 )
             total.backward()
             if self.world > 1:
-                distributed.average_([p.grad for p in model.parameters() if p.grad is not None])
+                distributed.average_([p.grad for p in self._params if p.grad is not None])
             if not first:
-                params = [p for p in model.parameters() if p.grad is not None]
                 if self.grad_clip is not None:
-                    first["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                    first["grad_norm"] = torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip)
                 elif log_now:
-                    first["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in params])
+                    first["grad_norm"] = torch.nn.utils.get_total_norm([p.grad for p in self._params
+                                                                        if p.grad is not None])
                 first["terms"] = {k: v.detach() for k, v in terms.items()}
                 first["total"] = total_all.detach()
             elif self.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+                torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip)
             return total_all if self.world > 1 else total
 
         lr = self.optimizer.param_groups[0]["lr"]
