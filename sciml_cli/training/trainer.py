@@ -272,7 +272,7 @@ class Trainer:
                     self.phase_index = index
                     phase = self.phases[index]
                     model.start_phase(problem, phase.name)
-                    # listed once per phase: walking the module tree costs as much as a small step's arithmetic
+                    # listed once per phase: walking the module tree every step cost a few per cent of a small PINN step
                     self._params = [p for p in model.parameters() if p.requires_grad]
                     self.optimizer = phase.optimizer(self._params)
                     self.scheduler = phase.scheduler(self.optimizer) if phase.scheduler else None
