@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,21 @@ def sciml(tmp_path):
 
     run.cwd = tmp_path
     return run
+
+
+@pytest.fixture(scope="session")
+def _tiny_outputs(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("tiny")
+    run_sciml("train", *TINY, cwd=cwd, check=True)
+    return cwd / "outputs"
+
+
+@pytest.fixture
+def tiny_run(sciml, _tiny_outputs) -> Path:
+    """A finished ``TINY`` run, trained once per session and copied into this test's directory
+    (``sciml.cwd/outputs/train/heat-pinn/<stamp>``), so the test may damage it."""
+    shutil.copytree(_tiny_outputs, sciml.cwd / "outputs")
+    return only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
 
 
 def only_run_dir(base: Path) -> Path:

@@ -272,6 +272,9 @@ def test_sweep_runs_each_job_and_writes_a_ranked_summary(sciml):
         assert metrics["val/rel_l2"] == float(r["value"])
         assert checkpoint.load(sciml.cwd / r["dir"] / "checkpoints" / "best.pt")["best"] == float(r["best"])
     assert "ranked by validation rel_l2" in proc.stdout
+    # each job reports on stdout; Hydra's log records stay on stderr
+    assert "[HYDRA]" not in proc.stdout and "Launching 2 jobs" in proc.stderr
+    assert len([ln for ln in proc.stdout.splitlines() if ln.startswith("sciml train: finished")]) == 2
 
 
 def test_sweep_ranking_follows_the_metric_direction(tmp_path):

@@ -69,6 +69,7 @@ def test_resnet_has_e_and_yu_blocks():
     (["model=drm", "problem=poisson", "model.penalty=0"], "model.penalty: "),
     (["model=drm", "problem=poisson", "problem.domain=cube", "problem.dim=10", "model.hard_constraints=true"],
      "model.hard_constraints: "),
+    (["model=pinn", "problem=poisson", "model.singular_power=2"], "model.singular_power: "),
 ])
 def test_bad_input_is_one_line_naming_the_key_before_any_work(sciml, args, key):
     proc = sciml("train", *args)
@@ -127,6 +128,21 @@ def test_pinn_on_poisson_has_no_initial_term_and_takes_the_distance_transform():
     xb = p.sample_boundary(200, 0)
     torch.testing.assert_close(hard(xb), p.boundary_value(xb), atol=1e-10, rtol=0)
     assert set(soft.loss(p, soft.batch(p, 0, 0))) == {"residual", "boundary"}
+
+
+def test_the_singular_weight_scales_each_squared_residual_by_its_distance_to_the_corner():
+    p = Poisson(domain="lshape").to("cpu", torch.float64)
+    plain = PINN(p, hard_constraints=True, n_interior=300).double()
+    weighted = PINN(p, hard_constraints=True, n_interior=300, singular_power=2.0, singular_radius=0.5).double()
+    weighted.load_state_dict(plain.state_dict(), strict=False)
+    batch = plain.batch(p, 0, 0)
+    x = batch["interior"]
+    r2 = p.residual(plain.fields(p, x), x, plain.coefficients()).pow(2).sum(1)
+    w = (x.norm(dim=1) / 0.5).clamp(max=1.0) ** 2
+    assert (w < 1).any() and (w == 1).any()
+    expected = (w * r2).mean()
+    assert weighted.loss(p, batch)["residual"].item() == pytest.approx(expected.item(), rel=1e-12)
+    assert plain.loss(p, batch)["residual"].item() == pytest.approx(r2.mean().item(), rel=1e-12)
 
 
 def test_ten_dimensions_are_scored_on_scattered_points():

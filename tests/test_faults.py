@@ -85,12 +85,10 @@ def test_a_sweep_checks_every_job_s_device_before_the_first_runs(sciml):
     assert not (sciml.cwd / "outputs").exists()
 
 
-@pytest.mark.slow  # 25 s; test_trainer's finished-run resume covers the same rebuild of metrics.json
-def test_a_run_killed_between_its_last_checkpoint_and_metrics_json_is_completed_by_resume(sciml):
+def test_a_run_killed_between_its_last_checkpoint_and_metrics_json_is_completed_by_resume(sciml, tiny_run):
     """The final checkpoint is written, then the process dies before metrics.json: resume
     rebuilds metrics.json whole (every field, the same numbers) from the checkpoint."""
-    assert sciml("train", *TINY).returncode == 0
-    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+    run = tiny_run
     before = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").unlink()
     info = json.loads((run / "run.json").read_text())

@@ -102,7 +102,7 @@ def test_lgd_with_a_zero_network_and_fixed_lambda_is_plain_gradient_descent():
 
 def test_tv_learned_at_its_start_is_gradient_descent_and_learning_its_steps_helps():
     p = small()
-    model = TVLearned(p, iterations=20).double()
+    model = TVLearned(p, iterations=20, acceleration="none").double()
     _, data = p.training_pairs(2, seed=1)
     with torch.no_grad():
         assert torch.allclose(model.reconstruct(p, data), p.reconstruct(data, 20, initial=p.initial(data)),
@@ -116,6 +116,29 @@ def test_tv_learned_at_its_start_is_gradient_descent_and_learning_its_steps_help
         opt.step()
     assert model.loss(p, model.batch(p, 0, 0))["mse"].item() < 0.8 * before
     assert model.learned()["reg_weight"] != pytest.approx(p.reg_weight)
+
+
+def test_accelerated_tv_learned_at_its_start_is_nesterov_and_beats_gradient_descent():
+    """Untrained, the accelerated scheme is Nesterov's method with the momenta k / (k + 3)
+    (written out here), and 30 of its steps reach a lower objective and a higher PSNR than 30
+    steps of plain gradient descent."""
+    p = small()
+    model = TVLearned(p, iterations=30).double()
+    images, data = p.training_pairs(2, seed=1)
+    beta = model.momenta().detach()
+    assert beta[0] == pytest.approx(1e-3) and beta[7] == pytest.approx(7 / 10)
+    tau = p.step_size()
+    a = y = p.initial(data)
+    for k in range(30):
+        step = y - tau * (p.data_fidelity_gradient(y, data) + p.reg_weight * p.regulariser_gradient(y))
+        y, a = step + beta[k] * (step - a), step
+    with torch.no_grad():
+        got = model.reconstruct(p, data)
+    assert torch.allclose(got, a, rtol=0, atol=1e-13)
+    plain = p.reconstruct(data, 30, initial=p.initial(data))
+    assert (p.objective(got, data) < p.objective(plain, data)).all()
+    assert (psnr(got, images) > psnr(plain, images)).all()
+    assert len(model.learned()["momentum"]) == 30
 
 
 def test_lpd_gradients_reach_every_iteration():

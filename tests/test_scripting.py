@@ -35,12 +35,6 @@ def test_log_records_go_to_stderr_and_the_run_log(tmp_path):
     assert len(proc.stdout.strip().splitlines()) == 1
 
 
-def test_sweep_jobs_each_report_and_hydra_logs_stay_off_stdout(tmp_path):
-    proc = run_sciml("sweep", *TINY, "model.width=8,16", cwd=tmp_path, check=True)
-    assert "[HYDRA]" not in proc.stdout and "Launching 2 jobs" in proc.stderr
-    assert len([ln for ln in proc.stdout.splitlines() if ln.startswith("sciml train: finished")]) == 2
-
-
 def _json(proc) -> dict:
     """stdout holds exactly one JSON object and nothing else."""
     (line,) = proc.stdout.splitlines()

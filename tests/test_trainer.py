@@ -256,18 +256,16 @@ def test_truncated_and_foreign_checkpoints_give_one_line_errors(tmp_path):
         checkpoint.load(bad)
 
 
-def test_eval_of_a_corrupt_checkpoint_is_one_line(sciml):
-    assert sciml("train", *TINY).returncode == 0
-    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+def test_eval_of_a_corrupt_checkpoint_is_one_line(sciml, tiny_run):
+    run = tiny_run
     best = run / "checkpoints" / "best.pt"
     best.write_bytes(best.read_bytes()[:100])
     proc = sciml("eval", f"run={run}")
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "truncated or foreign" in proc.stderr
 
 
-def test_config_from_a_run_directory_cannot_build_foreign_classes(sciml, tmp_path):
-    assert sciml("train", *TINY).returncode == 0
-    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+def test_config_from_a_run_directory_cannot_build_foreign_classes(sciml, tiny_run, tmp_path):
+    run = tiny_run
     path = run / "checkpoints" / "best.pt"
     state = torch.load(path, weights_only=True)
     marker = tmp_path / "pwned"
@@ -290,9 +288,8 @@ def test_config_from_a_run_directory_cannot_build_foreign_classes(sciml, tmp_pat
     assert not written.exists()
 
 
-def test_a_flipped_bit_in_a_weight_or_the_optimiser_state_is_caught(sciml):
-    assert sciml("train", *TINY).returncode == 0
-    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+def test_a_flipped_bit_in_a_weight_or_the_optimiser_state_is_caught(sciml, tiny_run):
+    run = tiny_run
     for ckpt, where in (("best.pt", "model"), ("last.pt", "optimizer")):
         path = run / "checkpoints" / ckpt
         state = torch.load(path, weights_only=True)
@@ -373,9 +370,8 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
     assert (tmp_path / "f.json").read_text() == "{}"
 
 
-def test_a_resume_that_cannot_work_is_refused_before_the_run_is_touched(sciml):
-    assert sciml("train", *TINY).returncode == 0
-    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+def test_a_resume_that_cannot_work_is_refused_before_the_run_is_touched(sciml, tiny_run):
+    run = tiny_run
     before = {p: p.read_bytes() for p in [run / "run.json", *sorted((run / ".hydra").iterdir())]}
     proc = sciml("train", *TINY, f"resume={run}", "model.width=8")  # the weights are 16 wide
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
@@ -390,11 +386,10 @@ def test_a_resume_that_cannot_work_is_refused_before_the_run_is_touched(sciml):
     assert sorted(p.name for p in (sciml.cwd / "a").rglob("*")) == ["b", "notes.txt"]
 
 
-def test_resuming_a_finished_run_keeps_its_metrics_whole(sciml):
+def test_resuming_a_finished_run_keeps_its_metrics_whole(sciml, tiny_run):
     """resume=auto on a run that has nothing left to do reports it finished, and metrics.json
     keeps every field with the same numbers (losses from the checkpoint, validation redone)."""
-    assert sciml("train", *TINY).returncode == 0
-    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+    run = tiny_run
     before = json.loads((run / "metrics.json").read_text())
     proc = sciml("train", *TINY, "resume=auto")
     assert proc.returncode == 0, proc.stderr

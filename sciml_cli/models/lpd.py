@@ -6,8 +6,11 @@ are CNNs, one in measurement space and one in image space, each with a memory of
     f <- f + Lambda_k(f, A^T h[0])        (primal, image space)
 
 from ``f = 0`` (or every primal channel at the FBP, ``initial=fbp``, an option of the
-authors' code that shortens training) and ``h = 0``; the reconstruction is ``f[0]``. Weights are not shared between
-iterations (as in the paper). For photon-count data the dual step sees the log data
+authors' code that shortens training) and ``h = 0``; the reconstruction is ``f[0]``. Weights are
+not shared between iterations (as in the paper). With ``zero_last`` (a deviation from the paper)
+each CNN's last convolution starts at zero, so the untrained scheme returns its initial image and
+every update starts as the identity of a residual network (Goyal et al. 2017; Zhang et al. 2019,
+"Fixup"). For photon-count data the dual step sees the log data
 ``-log(b / I0)`` and the linear ``A`` (the paper linearises the same way for its
 transmission experiment's operator input).
 """
@@ -38,6 +41,8 @@ class LPD(Unrolled):
         Each CNN: channels and 3 x 3 convolutions (32 and 3, PReLU).
     initial
         ``zero`` (the paper) or ``fbp``: the primal channels start at the FBP.
+    zero_last
+        Start each CNN's last convolution at zero (the paper: random like the others).
     batch_size, loss_weights
         See :class:`Unrolled`.
     """
@@ -51,6 +56,7 @@ class LPD(Unrolled):
         width: PositiveInt = 32,
         depth: PositiveInt = 3,
         initial: Literal["zero", "fbp"] = "zero",
+        zero_last: bool = False,
         batch_size: PositiveInt = 8,
         loss_weights: dict[str, float] | None = None,
     ) -> None:
@@ -59,10 +65,10 @@ class LPD(Unrolled):
             raise ValueError(f"primal_memory: need at least 2 channels (one is projected), got {primal_memory}")
         self.iterations, self.primal_memory, self.dual_memory = int(iterations), int(primal_memory), int(dual_memory)
         self.initial = initial
-        self.dual = nn.ModuleList(ConvNet(self.dual_memory + 2, self.dual_memory, width, depth)
+        self.dual = nn.ModuleList(ConvNet(self.dual_memory + 2, self.dual_memory, width, depth, zero_last=zero_last)
                                   for _ in range(self.iterations))
-        self.primal = nn.ModuleList(ConvNet(self.primal_memory + 1, self.primal_memory, width, depth)
-                                    for _ in range(self.iterations))
+        self.primal = nn.ModuleList(ConvNet(self.primal_memory + 1, self.primal_memory, width, depth,
+                                            zero_last=zero_last) for _ in range(self.iterations))
 
     def reconstruct(self, problem: InverseProblem, data: Tensor) -> Tensor:
         g = problem.linearised(data)

@@ -12,6 +12,8 @@ techniques the literature found to matter, each a config option:
   (``fourier_features``);
 - causal weighting of the residual in time (Wang, Sankaran & Perdikaris 2022)
   (``causal_epsilon``);
+- a residual weighted by the distance to a corner singularity, the weighted norms of
+  Kondrat'ev (1967) (``singular_power``);
 - loss balancing by learning-rate annealing (Wang, Teng & Perdikaris 2021) (``balance``);
 - inverse problems: coefficients of the equation learned from observations (Raissi et al. 2019,
   section 4) (``learn``, ``n_observations``);
@@ -77,6 +79,14 @@ class PINN(FieldModel):
         times count once earlier ones are resolved. ``null``: off. Needs a coordinate ``t``.
     causal_bins
         Time slabs for the causal weights.
+    singular_power, singular_radius
+        The squared residual at distance ``r`` from the problem's ``singular_point`` (a
+        re-entrant corner, a crack tip) weighs ``min(1, r / singular_radius)^p``. Near such a
+        point the solution behaves like ``r^a`` (``a = 2/3`` on the L-shape, ``1/2`` at a crack
+        tip); its second derivatives like ``r^(a-2)``, so the plain residual loss of any smooth
+        approximation is dominated, for ``a <= 1`` without bound, by the points nearest the
+        tip. With ``p > 2 - 2a`` the weighted loss stays finite and the points away from the
+        tip count again. ``0``: off.
     balance
         ``none`` or ``lr_annealing`` (Wang, Teng & Perdikaris 2021, algorithm 1): every
         ``balance_every`` steps each non-residual term's weight moves towards
@@ -123,6 +133,8 @@ class PINN(FieldModel):
         rad_pool: PositiveInt = 50000,
         causal_epsilon: NonNegativeFloat | None = None,
         causal_bins: PositiveInt = 32,
+        singular_power: NonNegativeFloat = 0.0,
+        singular_radius: PositiveFloat = 1.0,
         balance: Literal["none", "lr_annealing"] = "none",
         balance_every: PositiveInt = 100,
         balance_alpha: PositiveFloat = 0.1,
@@ -152,6 +164,9 @@ class PINN(FieldModel):
             raise ValueError(f"model.learn_log: {bad_log[0]!r} is not among model.learn ({', '.join(learn or {}) or 'none'})")
         if any((learn or {})[k] <= 0 for k in learn_log or []):
             raise ValueError("model.learn_log: a coefficient learned in log space needs a positive initial value")
+        if singular_power and getattr(problem, "singular_point", None) is None:
+            raise ValueError(f"model.singular_power: {type(problem).__name__} has no singular point here "
+                             "(poisson with domain=lshape or slit has one)")
         if learn and not n_observations:
             raise ValueError("model.learn: learning coefficients needs observations; set model.n_observations")
         if n_observations and type(problem).observations is PhysicsResidual.observations:
@@ -167,6 +182,9 @@ class PINN(FieldModel):
         self.resample_every, self.resample_until = resample_every, resample_until
         self.adaptive, self.rad_k, self.rad_c, self.rad_pool = adaptive, rad_k, rad_c, rad_pool
         self.causal_epsilon, self.causal_bins = causal_epsilon, causal_bins
+        self.singular_power, self.singular_radius = float(singular_power), float(singular_radius)
+        if self.singular_power:
+            self.register_buffer("singular_point", torch.tensor(problem.singular_point))
         self.balance, self.balance_every, self.balance_alpha = balance, balance_every, balance_alpha
         self.n_observations = n_observations
         self.true_coefficients = true
@@ -365,6 +383,9 @@ class PINN(FieldModel):
                    ) -> dict[str, Tensor]:
         interior = batch["interior"]
         r2 = problem.residual(self.fields(problem, interior, constraint), interior, self.coefficients()).pow(2).sum(1)
+        if self.singular_power:
+            distance = torch.linalg.vector_norm(interior - self.singular_point, dim=1)
+            r2 = r2 * (distance / self.singular_radius).clamp(max=1.0).pow(self.singular_power)
         terms = {"residual": self._causal(r2, interior, problem) if self.causal_epsilon is not None else r2.mean()}
         # one forward pass for every point set that needs values only
         sets = [(name, batch[name]) for name in ("initial", "boundary") if name in batch]
