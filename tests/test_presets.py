@@ -21,6 +21,7 @@ PRESETS = [
     ("fno_heat2d", "heat2d-fno", 5e-3),
     ("drm_poisson_slit", "poisson-drm", 5e-3),
     ("pinn_poisson_slit", "poisson-pinn", 5e-3),
+    ("pinn_poisson_lshape", "poisson-pinn", 1e-2),
     ("drm_poisson_10d", "poisson-drm", 1e-2),
 ]
 
