@@ -19,6 +19,8 @@ Method = Literal["euler", "midpoint", "rk4", "bosh3", "dopri5", "dopri8"]
 #: design order of each fixed-step method; adaptive ones are ``None`` here
 FIXED_ORDER: dict[str, int] = {"euler": 1, "midpoint": 2, "rk4": 4}
 ADAPTIVE = ("bosh3", "dopri5", "dopri8")
+#: right-hand side evaluations per step of each adaptive method (first-same-as-last counted once)
+STAGES: dict[str, int] = {"bosh3": 3, "dopri5": 6, "dopri8": 12}
 
 
 def check_solver(method: str, step_size: float | None, rtol: float, atol: float, prefix: str = "model") -> None:
@@ -42,7 +44,10 @@ def integrate(f: Callable[[Tensor], Tensor], u0: Tensor, t: Tensor, method: str 
     ``adjoint=True`` computes gradients by solving the adjoint system backwards (Chen et al.
     2018), with memory independent of the number of steps; ``params`` are then the tensors the
     gradient is wanted for (those ``f`` closes over). ``max_steps`` bounds an adaptive solver's
-    steps (it raises ``AssertionError`` beyond), so a diverging trajectory fails instead of hanging.
+    steps over the whole solve (it raises ``AssertionError`` beyond), so a diverging trajectory
+    fails instead of hanging: torchdiffeq's own ``max_num_steps`` counts per output interval, which
+    lets a solve with many output times take that many steps on each, and its autograd graph
+    grow to gigabytes, before it gives up.
     """
     from torchdiffeq import odeint, odeint_adjoint
 
@@ -51,11 +56,26 @@ def integrate(f: Callable[[Tensor], Tensor], u0: Tensor, t: Tensor, method: str 
         options = {"step_size": step_size}
     else:
         options = {} if max_steps is None else {"max_num_steps": max_steps}
+        if max_steps is not None:
+            f = _Budget(f, (STAGES[method] + 1) * max_steps)  # + 1: rejected steps' evaluations
     if adjoint:
         params = tuple(p for p in params if p.requires_grad)
         return odeint_adjoint(_Autonomous(f), u0, t, rtol=rtol, atol=atol, method=method, options=options,
                               adjoint_params=params)
     return odeint(lambda _, u: f(u), u0, t, rtol=rtol, atol=atol, method=method, options=options)
+
+
+class _Budget:
+    """``f``, which raises ``AssertionError`` (as torchdiffeq does) after ``calls`` evaluations."""
+
+    def __init__(self, f: Callable[[Tensor], Tensor], calls: int) -> None:
+        self.f, self.left = f, calls
+
+    def __call__(self, u: Tensor) -> Tensor:
+        self.left -= 1
+        if self.left < 0:
+            raise AssertionError("max_num_steps exceeded over the whole solve")
+        return self.f(u)
 
 
 class _Autonomous(torch.nn.Module):
