@@ -70,6 +70,19 @@ def test_adjoint_gradient_equals_backpropagation():
     assert (grads[0] - grads[1]).abs().max().item() < 1e-7 * grads[0].abs().max().item()
 
 
+def test_the_step_cap_counts_over_the_whole_solve():
+    """A solve with many output times, each a few steps apart, stops at the cap on its total
+    steps (torchdiffeq's own cap counts per output interval and would let it run on); a cap it
+    stays under changes nothing."""
+    u0 = torch.tensor([[1.0, 0.5]], dtype=F64)
+    t = torch.linspace(0, 50, 201, dtype=F64)
+    free = integrate(_rotation, u0, t, "dopri5", rtol=1e-10, atol=1e-10)
+    capped = integrate(_rotation, u0, t, "dopri5", rtol=1e-10, atol=1e-10, max_steps=5000)
+    assert torch.equal(free, capped)
+    with pytest.raises(AssertionError, match="whole solve"):
+        integrate(_rotation, u0, t, "dopri5", rtol=1e-10, atol=1e-10, max_steps=200)
+
+
 @pytest.mark.parametrize(("args", "key"), [
     (("heun", None, 1e-6, 1e-8), "model.method"),
     (("rk4", None, 1e-6, 1e-8), "model.step_size"),
@@ -221,6 +234,8 @@ def _sciml(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     (["model=neural_ode", "model.method=rk4"], "model.step_size"),
     (["model=neural_ode", "problem=lotka_volterra", "model.method=heun"], "model.method"),
     (["model=ude", "problem=lotka_volterra", "model.rtol=0"], "model.rtol"),
+    (["model=ude", "problem=lotka_volterra", "model.sindy_select=lasso"], "model.sindy_select: 'lasso' is not a valid choice (valid: threshold, aicc)"),
+    (["model=neural_ode", "problem=lotka_volterra", "model.max_steps=0"], "model.max_steps"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, needle):
     if "problem=lotka_volterra" not in args and "problem=heat" not in args:
