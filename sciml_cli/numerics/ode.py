@@ -56,8 +56,8 @@ def integrate(f: Callable[[Tensor], Tensor], u0: Tensor, t: Tensor, method: str 
         options = {"step_size": step_size}
     else:
         options = {} if max_steps is None else {"max_num_steps": max_steps}
-        if max_steps is not None:
-            f = _Budget(f, (STAGES[method] + 1) * max_steps)  # + 1: rejected steps' evaluations
+        if max_steps is not None:  # + 1: rejected steps' evaluations
+            f = _Budget(f, (STAGES[method] + 1) * max_steps, forward_only=adjoint)
     if adjoint:
         params = tuple(p for p in params if p.requires_grad)
         return odeint_adjoint(_Autonomous(f), u0, t, rtol=rtol, atol=atol, method=method, options=options,
@@ -66,12 +66,16 @@ def integrate(f: Callable[[Tensor], Tensor], u0: Tensor, t: Tensor, method: str 
 
 
 class _Budget:
-    """``f``, which raises ``AssertionError`` (as torchdiffeq does) after ``calls`` evaluations."""
+    """``f``, which raises ``AssertionError`` (as torchdiffeq does) after ``calls`` evaluations.
+    ``forward_only``: count only evaluations without autograd, the adjoint method's forward solve
+    (its backward solve, inside ``backward()``, must not fail)."""
 
-    def __init__(self, f: Callable[[Tensor], Tensor], calls: int) -> None:
-        self.f, self.left = f, calls
+    def __init__(self, f: Callable[[Tensor], Tensor], calls: int, forward_only: bool = False) -> None:
+        self.f, self.left, self.forward_only = f, calls, forward_only
 
     def __call__(self, u: Tensor) -> Tensor:
+        if self.forward_only and torch.is_grad_enabled():
+            return self.f(u)
         self.left -= 1
         if self.left < 0:
             raise AssertionError("max_num_steps exceeded over the whole solve")
