@@ -120,7 +120,7 @@ def floor(setup: str, draws: int) -> dict:
     for seed in range(draws):
         problem = LotkaVolterra(setup=setup, noise_seed=seed).to("cpu", torch.float64)
         c, data = problem.coefficients(), problem.trajectories()
-        sigma = problem.noise * data.truth[0].mean(0)  # the noise level the data were drawn with
+        sigma = problem.noise_std(data.truth)[0]  # the noise level the data were drawn with
         beta = torch.tensor(c["beta"] * 0.8, requires_grad=True)
         gamma = torch.tensor(c["gamma"] * 1.2, requires_grad=True)
         u0 = data.observed[0, 0].clone().requires_grad_(True)

@@ -175,12 +175,17 @@ class LotkaVolterra(Problem, Trajectories):
             fit = u[:, : self.n_times]
             gen = torch.Generator().manual_seed(self.noise_seed)
             eps = torch.randn(fit.shape, generator=gen, dtype=torch.float64)
-            observed = fit + self.noise * fit.mean(dim=1, keepdim=True) * eps
+            observed = fit + self.noise_std(fit) * eps
             cast = {"device": self.device, "dtype": self.dtype}
             self._data = (key, TrajectoryData(
                 t=t[: self.n_times].to(**cast), observed=observed.to(**cast), truth=fit.to(**cast),
                 t_extrapolate=t[self.n_times:].to(**cast), truth_extrapolate=u[:, self.n_times:].to(**cast)))
         return self._data[1]
+
+    def noise_std(self, u: Tensor) -> Tensor:
+        """Standard deviation ``[N, 1, S]`` of the noise on trajectories ``u`` ``[N, T, S]``:
+        ``noise`` times each state's mean over its trajectory."""
+        return self.noise * u.mean(dim=1, keepdim=True)
 
     def baselines(self) -> dict[str, float]:
         """``noisy_data_rel_l2``: the observations against the truth (what a fit must denoise
@@ -269,7 +274,7 @@ class LotkaVolterra(Problem, Trajectories):
         t = self.times(n_times)
         u, nfe = self.integrate(u0, t)
         wall = time.perf_counter() - start
-        scale = self.noise * u.mean(dim=1, keepdim=True)  # [N, 1, 2]: 5 % of each state's mean
+        scale = self.noise_std(u)  # [N, 1, 2]
         eps = torch.randn(u.shape, generator=gen, dtype=torch.float64).to(**self.factory)
         v = self.invariant(u)
         drift = ((v - v[:, :1]).abs() / v[:, :1].abs()).max().item()
