@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,10 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+from sciml_cli import config  # noqa: E402
+from sciml_cli.commands import compose  # noqa: E402
 from sciml_cli.problems.base import SPLIT_SEEDS, OperatorData, Problem, Solution  # noqa: E402
+from sciml_cli.training.callbacks import Callback  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -206,3 +210,43 @@ class Diffusion(Problem, OperatorData):
     def solve(self, resolution=None, n_samples=1, seed=0):
         a, u, grid = self.exact(n_samples, resolution or self.resolution, seed)
         return Solution({"a": a, "u": u}, grid, {"solver": "exact"})
+
+
+# -- the trainer in process (test_trainer, test_optimizers) -----------------------------------
+QUIET = ["trainer.callbacks.progress=null", "trainer.callbacks.tensorboard=null", "trainer.device=cpu"]
+#: Adam then L-BFGS with a step-decay scheduler, in float64, a few seconds
+PHASED = [
+    "optim=adam_lbfgs", "optim.steps=20", "optim.lbfgs_steps=8", "model.width=12", "model.depth=2",
+    "model.n_interior=128", "model.n_initial=32", "model.n_boundary=32", "model.resample_every=5",
+    "trainer.dtype=float64", "trainer.val_every=10", "trainer.checkpoint_every=4", "trainer.log_every=1",
+    "+optim.phases.0.scheduler._target_=torch.optim.lr_scheduler.StepLR",
+    "+optim.phases.0.scheduler._partial_=true", "+optim.phases.0.scheduler.step_size=7",
+    "+optim.phases.0.scheduler.gamma=0.5",
+]
+
+
+def build(overrides):
+    cfg, _ = compose("train", [*QUIET, *overrides])
+    trainer = config.instantiate(cfg.trainer)
+    trainer.seed_everything()
+    problem = config.instantiate(cfg.problem)
+    model = config.instantiate(cfg.model, problem=problem)
+    return cfg, trainer, model, problem
+
+
+class SignalAt(Callback):
+    """Sends a real signal to this process once the trainer has logged ``step``."""
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM):
+        self.step, self.signum = step, signum
+
+    def on_log(self, trainer, logs):
+        if trainer.step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def fit(overrides, run_dir, resume=None, callbacks=()):
+    cfg, trainer, model, problem = build(overrides)
+    trainer.callbacks.extend(callbacks)
+    summary = trainer.fit(model, problem, run_dir, "trainer: {}\n", resume=resume)
+    return summary, model

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_trainer import PHASED, SignalAt, fit
+from conftest import PHASED, SignalAt, fit
 
 from sciml_cli.training import checkpoint
 from sciml_cli.training.optimizers import BFGS

@@ -12,52 +12,12 @@ import time
 
 import pytest
 import torch
-from conftest import SCIML, TINY, only_run_dir, run_sciml
+from conftest import PHASED, SCIML, TINY, SignalAt, build, fit, only_run_dir, run_sciml
 
-from sciml_cli import config
-from sciml_cli.commands import compose
 from sciml_cli.errors import CheckpointError, NonFiniteLossError
 from sciml_cli.training import checkpoint
 from sciml_cli.training.callbacks import Callback
 from sciml_cli.training.trainer import Interrupted
-
-QUIET = ["trainer.callbacks.progress=null", "trainer.callbacks.tensorboard=null", "trainer.device=cpu"]
-#: Adam then L-BFGS with a step-decay scheduler, in float64, a few seconds
-PHASED = [
-    "optim=adam_lbfgs", "optim.steps=20", "optim.lbfgs_steps=8", "model.width=12", "model.depth=2",
-    "model.n_interior=128", "model.n_initial=32", "model.n_boundary=32", "model.resample_every=5",
-    "trainer.dtype=float64", "trainer.val_every=10", "trainer.checkpoint_every=4", "trainer.log_every=1",
-    "+optim.phases.0.scheduler._target_=torch.optim.lr_scheduler.StepLR",
-    "+optim.phases.0.scheduler._partial_=true", "+optim.phases.0.scheduler.step_size=7",
-    "+optim.phases.0.scheduler.gamma=0.5",
-]
-
-
-def build(overrides):
-    cfg, _ = compose("train", [*QUIET, *overrides])
-    trainer = config.instantiate(cfg.trainer)
-    trainer.seed_everything()
-    problem = config.instantiate(cfg.problem)
-    model = config.instantiate(cfg.model, problem=problem)
-    return cfg, trainer, model, problem
-
-
-class SignalAt(Callback):
-    """Sends a real signal to this process once the trainer has logged ``step``."""
-
-    def __init__(self, step: int, signum: int = signal.SIGTERM):
-        self.step, self.signum = step, signum
-
-    def on_log(self, trainer, logs):
-        if trainer.step == self.step:
-            os.kill(os.getpid(), self.signum)
-
-
-def fit(overrides, run_dir, resume=None, callbacks=()):
-    cfg, trainer, model, problem = build(overrides)
-    trainer.callbacks.extend(callbacks)
-    summary = trainer.fit(model, problem, run_dir, "trainer: {}\n", resume=resume)
-    return summary, model
 
 
 @pytest.mark.parametrize("stop_at, signum", [(3, signal.SIGTERM), (20, signal.SIGINT), (25, signal.SIGTERM)])
