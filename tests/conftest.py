@@ -67,6 +67,14 @@ TINY_NS = [
 ]
 
 
+#: solver in the loop on Burgers through the command line, about half a minute on one core
+TINY_HYBRID = [
+    "experiment=hybrid_burgers", "problem.fine_resolution=256", "problem.dt=0.0025", "model.n_train=16",
+    "model.train_steps=40", "model.n_val=4", "model.val_steps=40", "model.n_test=4", "model.test_steps=80",
+    "model.width=16", "model.batch_size=16", "optim.steps=250", "trainer.val_every=125",
+    "trainer.checkpoint_every=125", "trainer.device=cpu", "trainer.callbacks.progress=null",
+]
+
 def run_sciml(*args: str, cwd: Path, check: bool = False, timeout: float = 300, env: dict | None = None):
     environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     environment.update({"PYTHONUNBUFFERED": "1", **(env or {})})

@@ -1,4 +1,5 @@
-"""The trainer's CUDA paths through the real command: bf16 autocast, torch.compile, resume.
+"""The trainer's CUDA paths through the real command: bf16 autocast, torch.compile, resume, and
+a short training of every paradigm.
 
 Skipped without a CUDA device (``-m gpu`` selects them)."""
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY_FNO, TINY_NS, first_logged_loss, only_run_dir
+from conftest import TINY, TINY_FNO, TINY_HYBRID, TINY_NS, first_logged_loss, only_run_dir
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -59,3 +60,45 @@ def test_a_cuda_run_resumes_to_the_same_step_count(sciml):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 40 and json.loads((run / "run.json").read_text())["resumed_from_step"] == 20
+
+
+_QUIET = ["trainer.callbacks.progress=null", "trainer.callbacks.tensorboard=null"]
+_CT = ["problem=ct", "problem.size=32", "problem.n_val=4", "problem.n_test=4", "problem.baseline_iterations=200",
+       "model.batch_size=4", "optim=adam_cosine", "optim.steps=20", "trainer.val_every=10"]
+#: one short training of each paradigm beside the FNO: (model directory, overrides)
+PARADIGMS = {
+    "pinn": ("heat-pinn", [*TINY, "model.derivatives=taylor"]),
+    "drm": ("poisson-drm", ["model=drm", "problem=poisson", "problem.solution=steady_heat", "model.network=mlp",
+                            "model.width=20", "model.depth=3", "model.hard_constraints=true", "model.n_interior=1000",
+                            "optim=adam_cosine", "optim.steps=100", "trainer.val_every=50", "trainer.dtype=float64",
+                            "problem.resolution=65"]),
+    "neural_ode": ("lotka_volterra-neural_ode", ["experiment=node_lotka_volterra", "optim.steps=40",
+                                                 "optim.lbfgs_steps=3", "trainer.val_every=20"]),
+    "ude": ("lotka_volterra-ude", ["experiment=ude_lotka_volterra", "optim.steps=40", "optim.refit_steps=3",
+                                   "trainer.val_every=20"]),
+    "hybrid": ("burgers-hybrid", [*TINY_HYBRID[:-2], "optim.steps=60", "trainer.val_every=30"]),
+    "lgd": ("ct-lgd", ["model=lgd", *_CT, "model.width=16"]),
+    "lpd": ("ct-lpd", ["model=lpd", *_CT]),
+    "tv_learned": ("ct-tv_learned", ["model=tv_learned", *_CT, "model.iterations=20"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARADIGMS))
+def test_every_paradigm_trains_on_cuda_and_scores_the_same_on_the_cpu(sciml, name):
+    """Each model's step, validation and evaluation run on CUDA (nothing left on the CPU), and
+    the checkpoint scores the same on either device: only round-off differs."""
+    directory, overrides = PARADIGMS[name]
+    proc = sciml("train", *on_cuda(overrides), *_QUIET, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / directory)
+    assert json.loads((run / "run.json").read_text())["device"] == "cuda"
+    scores = {}
+    for device in ("cuda", "cpu"):
+        proc = sciml("eval", f"run={run}", f"device={device}", timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads((run / "eval.json").read_text())
+        assert result["device"].startswith(device)
+        scores[device] = {k: v for k, v in result["metrics"].items() if isinstance(v, float) and not k.startswith("seconds")}
+    assert scores["cuda"] and scores["cuda"].keys() == scores["cpu"].keys()
+    for key, value in scores["cuda"].items():
+        assert value == pytest.approx(scores["cpu"][key], rel=1e-3, abs=1e-6), key

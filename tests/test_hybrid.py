@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import only_run_dir
+from conftest import TINY_HYBRID, only_run_dir
 
 from sciml_cli.models.hybrid import Hybrid
 from sciml_cli.numerics.spectral import restrict
@@ -206,12 +206,6 @@ def test_batches_are_a_pure_function_of_step_and_seed(tmp_path):
 
 
 # -- the command line ------------------------------------------------------------------------------
-TINY_HYBRID = [
-    "experiment=hybrid_burgers", "problem.fine_resolution=256", "problem.dt=0.0025", "model.n_train=16",
-    "model.train_steps=40", "model.n_val=4", "model.val_steps=40", "model.n_test=4", "model.test_steps=80",
-    "model.width=16", "model.batch_size=16", "optim.steps=250", "trainer.val_every=125",
-    "trainer.checkpoint_every=125", "trainer.device=cpu", "trainer.callbacks.progress=null",
-]
 
 
 def test_hybrid_burgers_beats_the_coarse_solver_and_eval_compares_finer_grids(sciml):
