@@ -1,9 +1,9 @@
 """Measure a PINN preset over several seeds: accuracy, learned coefficients, wall time, memory.
 
-    .venv/bin/python scripts/bench_pinn_presets.py <preset> [--seeds 0 1 2] [-- extra overrides ...]
+    .venv/bin/python scripts/bench_pinn_presets.py <preset> [overrides ...] [--seeds 0 1 2]
 
 e.g. ``scripts/bench_pinn_presets.py pinn_burgers --seeds 0 1 2`` or
-``scripts/bench_pinn_presets.py pinn_burgers_inverse -- problem.noise=0.01``. Each seed runs the
+``scripts/bench_pinn_presets.py pinn_burgers_inverse problem.noise=0.01``. Each seed runs the
 real command (``sciml train experiment=<preset> trainer.seed=<s>``) in a temporary directory,
 one after the other (never two trainings at once on a small machine). Reports per seed the
 validation rel-L2 against the exact solution over the whole reference grid (for Burgers,
@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("preset")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("extra", nargs="*", help="overrides after --")
+    parser.add_argument("extra", nargs="*", help="overrides for every seed's training")
     args = parser.parse_args()
     runs = []
     for seed in args.seeds:
