@@ -75,6 +75,7 @@ TINY_HYBRID = [
     "trainer.checkpoint_every=125", "trainer.device=cpu", "trainer.callbacks.progress=null",
 ]
 
+
 def run_sciml(*args: str, cwd: Path, check: bool = False, timeout: float = 300, env: dict | None = None):
     environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     environment.update({"PYTHONUNBUFFERED": "1", **(env or {})})

@@ -76,7 +76,7 @@ PARADIGMS = {
                                                  "optim.lbfgs_steps=3", "trainer.val_every=20"]),
     "ude": ("lotka_volterra-ude", ["experiment=ude_lotka_volterra", "optim.steps=40", "optim.refit_steps=3",
                                    "trainer.val_every=20"]),
-    "hybrid": ("burgers-hybrid", [*TINY_HYBRID[:-2], "optim.steps=60", "trainer.val_every=30"]),
+    "hybrid": ("burgers-hybrid", [*TINY_HYBRID, "optim.steps=60", "trainer.val_every=30"]),
     "lgd": ("ct-lgd", ["model=lgd", *_CT, "model.width=16"]),
     "lpd": ("ct-lpd", ["model=lpd", *_CT]),
     "tv_learned": ("ct-tv_learned", ["model=tv_learned", *_CT, "model.iterations=20"]),
@@ -98,7 +98,8 @@ def test_every_paradigm_trains_on_cuda_and_scores_the_same_on_the_cpu(sciml, nam
         assert proc.returncode == 0, proc.stderr
         result = json.loads((run / "eval.json").read_text())
         assert result["device"].startswith(device)
-        scores[device] = {k: v for k, v in result["metrics"].items() if isinstance(v, float) and not k.startswith("seconds")}
+        scores[device] = {k: v for k, v in result["metrics"].items()
+                          if isinstance(v, float) and not k.startswith("seconds")}
     assert scores["cuda"] and scores["cuda"].keys() == scores["cpu"].keys()
     for key, value in scores["cuda"].items():
         assert value == pytest.approx(scores["cpu"][key], rel=1e-3, abs=1e-6), key
