@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, TINY_FNO, TINY_HYBRID, TINY_NS, first_logged_loss, only_run_dir
+from conftest import QUIET, TINY, TINY_FNO, TINY_HYBRID, TINY_NS, first_logged_loss, only_run_dir
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -62,7 +62,6 @@ def test_a_cuda_run_resumes_to_the_same_step_count(sciml):
     assert metrics["step"] == 40 and json.loads((run / "run.json").read_text())["resumed_from_step"] == 20
 
 
-_QUIET = ["trainer.callbacks.progress=null", "trainer.callbacks.tensorboard=null"]
 _CT = ["problem=ct", "problem.size=32", "problem.n_val=4", "problem.n_test=4", "problem.baseline_iterations=200",
        "model.batch_size=4", "optim=adam_cosine", "optim.steps=20", "trainer.val_every=10"]
 #: one short training of each paradigm beside the FNO: (model directory, overrides)
@@ -88,7 +87,7 @@ def test_every_paradigm_trains_on_cuda_and_scores_the_same_on_the_cpu(sciml, nam
     """Each model's step, validation and evaluation run on CUDA (nothing left on the CPU), and
     the checkpoint scores the same on either device: only round-off differs."""
     directory, overrides = PARADIGMS[name]
-    proc = sciml("train", *on_cuda(overrides), *_QUIET, timeout=600)
+    proc = sciml("train", *on_cuda([*overrides, *QUIET]), timeout=600)
     assert proc.returncode == 0, proc.stderr
     run = only_run_dir(sciml.cwd / "outputs" / "train" / directory)
     assert json.loads((run / "run.json").read_text())["device"] == "cuda"

@@ -57,7 +57,7 @@ class BFGS(torch.optim.LBFGS):
     def _update(self, H: torch.Tensor | None, s: torch.Tensor, y: torch.Tensor,
                 scaling: str) -> torch.Tensor | None:
         """The BFGS update of the inverse Hessian approximation H by the step s and the change
-        of gradient y, in place and in one pass over H."""
+        of gradient y, in place: one product H y and one rank-2 update of H."""
         ys = float(y.dot(s))
         if ys <= CURVATURE_FLOOR * float(y.norm() * s.norm()):
             return H
