@@ -8,7 +8,7 @@ import torch
 from conftest import PHASED, SignalAt, fit
 
 from sciml_cli.training import checkpoint
-from sciml_cli.training.optimizers import BFGS
+from sciml_cli.training.optimizers import BFGS, rank_two
 from sciml_cli.training.trainer import Interrupted
 
 
@@ -29,18 +29,41 @@ def test_the_update_is_the_textbook_formula_and_meets_the_secant_condition(scali
     tau = min(1.0, float(y.dot(s) / y.dot(H @ y))) if scaling == "oren_luenberger" else 1.0
     assert tau < 1 or scaling == "none"  # the scaled case really scales
     expected = _textbook(H, s, y, tau)
-    opt = BFGS([torch.nn.Parameter(torch.zeros(7, dtype=torch.float64))], scaling=scaling)
-    updated = opt._update(H.clone(), s, y, scaling)
+    tau_, U, V = rank_two(s, y, H @ y, scaling)
+    updated = tau_ * H + U @ V.T
     torch.testing.assert_close(updated, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(updated @ y, s, rtol=1e-12, atol=1e-12)
 
 
 def test_no_positive_curvature_no_update():
-    H = torch.eye(3, dtype=torch.float64)
     s = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-    opt = BFGS([torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))])
-    assert opt._update(H, s, -s, "none") is H and torch.equal(H, torch.eye(3, dtype=torch.float64))
-    assert opt._update(None, s, -s, "none") is None
+    assert rank_two(s, -s, -s, "none") is None
+
+
+@pytest.mark.parametrize("scaling", ["none", "oren_luenberger"])
+def test_every_iteration_applies_the_textbook_update_to_the_stored_matrix(scaling):
+    """The optimiser gathers the updates and derives H y from the last direction; the matrix it
+    stores is still the textbook update of the previous one, iteration by iteration, and the
+    direction it takes is −H g."""
+    x = torch.nn.Parameter(torch.tensor([-1.2, 1.0] * 3, dtype=torch.float64))
+    opt = BFGS([x], max_iter=1, scaling=scaling)
+
+    def closure():
+        opt.zero_grad()
+        loss = _rosenbrock(x)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    opt.step(closure)  # the first matrix, γ I updated once
+    state = opt.state[x]
+    for _ in range(15):
+        H, s, g_prev = state["H"].clone(), state["d"] * state["t"], state["prev_flat_grad"].clone()
+        opt.step(closure)
+        g, y = state["prev_flat_grad"], state["prev_flat_grad"] - g_prev
+        tau = min(1.0, float(y.dot(s) / y.dot(H @ y))) if scaling == "oren_luenberger" else 1.0
+        torch.testing.assert_close(state["H"], _textbook(H, s, y, tau), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(state["d"], -state["H"] @ g, rtol=1e-9, atol=1e-12)
 
 
 def _rosenbrock(x):

@@ -21,6 +21,53 @@ from ..constraints import PositiveFloat, PositiveInt
 CURVATURE_FLOOR = 1e-10
 
 
+def rank_two(s: torch.Tensor, y: torch.Tensor, Hy: torch.Tensor, scaling: str):
+    """The BFGS update of an inverse Hessian approximation H by the step s and the change of
+    gradient y, given H y: the factor τ and the n × 2 matrices U, V with
+    τ H ← (I − ρ s yᵀ) τH (I − ρ y sᵀ) + ρ s sᵀ = τH + U Vᵀ, ρ = 1 / s·y (Nocedal & Wright 2006,
+    eq. 6.17), τ = 1 unless ``scaling == "oren_luenberger"``. None where the curvature s·y is
+    too small to keep H positive definite."""
+    ys = float(y.dot(s))
+    if ys <= CURVATURE_FLOOR * float(y.norm() * s.norm()):
+        return None
+    yHy = float(y.dot(Hy))
+    tau = min(1.0, ys / yHy) if scaling == "oren_luenberger" else 1.0
+    Hy, yHy, rho = Hy * tau, yHy * tau, 1.0 / ys
+    U = torch.stack([s, Hy], dim=1)
+    V = torch.stack([(rho * rho * yHy + rho) * s - rho * Hy, -rho * s], dim=1)
+    return tau, U, V
+
+
+class _InverseHessian:
+    """The dense inverse Hessian approximation H = c B + U Vᵀ: the rank-2 updates gather in U
+    and V and fold into B once per optimiser step. The n × n matrix is memory-bound at the sizes
+    BFGS is used for, and this way an iteration reads it once (the product H g) instead of
+    reading it three times and writing it once (H y, the update, H g)."""
+
+    def __init__(self, B: torch.Tensor):
+        self.B, self.c = B, 1.0
+        self.U = self.V = B.new_zeros(B.shape[0], 0)
+
+    def mv(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.addmv(self.U @ (self.V.T @ v), self.B, v, alpha=self.c)
+
+    def update(self, s: torch.Tensor, y: torch.Tensor, Hy: torch.Tensor, scaling: str):
+        """Applies :func:`rank_two`; returns its result."""
+        factors = rank_two(s, y, Hy, scaling)
+        if factors is not None:
+            tau, U, V = factors
+            self.c *= tau
+            self.U, self.V = torch.cat([self.U, U], dim=1), torch.cat([self.V * tau, V], dim=1)
+        return factors
+
+    def fold(self) -> torch.Tensor:
+        if self.U.shape[1] or self.c != 1.0:
+            self.B.addmm_(self.U, self.V.T, beta=self.c)
+        self.c = 1.0
+        self.U = self.V = self.B.new_zeros(self.B.shape[0], 0)
+        return self.B
+
+
 class BFGS(torch.optim.LBFGS):
     """BFGS with the dense inverse Hessian approximation and a strong-Wolfe line search
     (Nocedal & Wright 2006, Algorithm 6.1), used like ``torch.optim.LBFGS``: each ``step(closure)``
@@ -54,27 +101,29 @@ class BFGS(torch.optim.LBFGS):
             group["scaling"] = scaling
         self.defaults["scaling"] = scaling
 
-    def _update(self, H: torch.Tensor | None, s: torch.Tensor, y: torch.Tensor,
-                scaling: str) -> torch.Tensor | None:
-        """The BFGS update of the inverse Hessian approximation H by the step s and the change
-        of gradient y, in place: one product H y and one rank-2 update of H."""
-        ys = float(y.dot(s))
-        if ys <= CURVATURE_FLOOR * float(y.norm() * s.norm()):
-            return H
+    @staticmethod
+    def _update(H: _InverseHessian | None, s: torch.Tensor, y: torch.Tensor, g: torch.Tensor,
+                d: torch.Tensor, scaling: str) -> tuple[_InverseHessian | None, torch.Tensor | None]:
+        """Updates H by the step s and the change of gradient y; returns it with the product
+        H g under the updated matrix. The last direction was d = −H g_prev, so H y = H g + d
+        costs no second product with the matrix."""
         if H is None:
-            H = torch.eye(s.numel(), dtype=s.dtype, device=s.device).mul_(ys / float(y.dot(y)))
-        Hy = H @ y
-        yHy = float(y.dot(Hy))
-        if scaling == "oren_luenberger":
-            tau = min(1.0, ys / yHy)
-            H.mul_(tau)
-            Hy.mul_(tau)
-            yHy *= tau
-        rho = 1.0 / ys
-        # H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ = H + U Vᵀ
-        U = torch.stack([s, Hy], dim=1)
-        V = torch.stack([(rho * rho * yHy + rho) * s - rho * Hy, -rho * s], dim=1)
-        return H.addmm_(U, V.T)
+            ys = float(y.dot(s))
+            if ys <= CURVATURE_FLOOR * float(y.norm() * s.norm()):
+                return None, None
+            gamma = ys / float(y.dot(y))  # the first matrix (Nocedal & Wright, eq. 6.20)
+            H = _InverseHessian(torch.eye(s.numel(), dtype=s.dtype, device=s.device).mul_(gamma))
+            Hg, Hy = g * gamma, y * gamma
+        else:
+            Hg = H.mv(g)
+            Hy = Hg + d
+            if Hy.norm() < 1e-6 * d.norm():  # g barely moved: the difference lost its digits
+                Hy = H.mv(y)
+        factors = H.update(s, y, Hy, scaling)
+        if factors is not None:
+            tau, U, V = factors
+            Hg = U @ (V.T @ g) + tau * Hg
+        return H, Hg
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
@@ -96,13 +145,17 @@ class BFGS(torch.optim.LBFGS):
 
         H, d, t = state.get("H"), state.get("d"), state.get("t")
         g_prev, loss_prev = state.get("prev_flat_grad"), state.get("prev_loss")
+        H = None if H is None else _InverseHessian(H)
         n_iter = 0
         while n_iter < max_iter:
             n_iter += 1
             state["n_iter"] += 1
+            Hg = None
             if state["n_iter"] > 1:
-                H = self._update(H, d.mul(t), g.sub(g_prev), group["scaling"])
-            d = g.neg() if H is None else torch.mv(H, g).neg_()
+                H, Hg = self._update(H, d.mul(t), g.sub(g_prev), g, d, group["scaling"])
+            elif H is not None:
+                Hg = H.mv(g)
+            d = g.neg() if H is None else Hg.neg()
             gtd = g.dot(d)
             if H is not None and gtd >= 0:  # lost positive definiteness: start again from steepest descent
                 H, d = None, g.neg()
@@ -112,7 +165,8 @@ class BFGS(torch.optim.LBFGS):
             else:
                 g_prev.copy_(g)
             loss_prev = loss
-            t = min(1.0, 1.0 / float(g.abs().sum())) * lr if state["n_iter"] == 1 else lr
+            # steepest descent (the first iteration, or a restart) has no natural step length
+            t = min(1.0, 1.0 / float(g.abs().sum())) * lr if H is None else lr
             if gtd > -tolerance_change:
                 break
 
@@ -128,5 +182,5 @@ class BFGS(torch.optim.LBFGS):
                     or d.mul(t).abs().max() <= tolerance_change or abs(loss - loss_prev) < tolerance_change):
                 break
 
-        state.update(H=H, d=d, t=t, prev_flat_grad=g_prev, prev_loss=loss_prev)
+        state.update(H=None if H is None else H.fold(), d=d, t=t, prev_flat_grad=g_prev, prev_loss=loss_prev)
         return orig_loss
