@@ -40,6 +40,20 @@ def test_no_positive_curvature_no_update():
     assert rank_two(s, -s, -s, "none") is None
 
 
+def _rosenbrock(x):
+    return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+
+
+def _closure(opt, x, f=_rosenbrock):
+    """The closure that ``opt`` steps with: f(x) and its gradient."""
+    def closure():
+        opt.zero_grad()
+        loss = f(x)
+        loss.backward()
+        return loss
+    return closure
+
+
 @pytest.mark.parametrize("scaling", ["none", "oren_luenberger"])
 def test_every_iteration_applies_the_textbook_update_to_the_stored_matrix(scaling):
     """The optimiser gathers the updates and derives H y from the last direction; the matrix it
@@ -47,13 +61,7 @@ def test_every_iteration_applies_the_textbook_update_to_the_stored_matrix(scalin
     direction it takes is −H g."""
     x = torch.nn.Parameter(torch.tensor([-1.2, 1.0] * 3, dtype=torch.float64))
     opt = BFGS([x], max_iter=1, scaling=scaling)
-
-    def closure():
-        opt.zero_grad()
-        loss = _rosenbrock(x)
-        loss.backward()
-        return loss
-
+    closure = _closure(opt, x)
     opt.step(closure)
     opt.step(closure)  # the first matrix, γ I updated once
     state = opt.state[x]
@@ -66,21 +74,10 @@ def test_every_iteration_applies_the_textbook_update_to_the_stored_matrix(scalin
         torch.testing.assert_close(state["d"], -state["H"] @ g, rtol=1e-9, atol=1e-12)
 
 
-def _rosenbrock(x):
-    return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
-
-
 def _minimise(optimizer_class, iterations, **kwargs):
     x = torch.nn.Parameter(torch.tensor([-1.2, 1.0] * 5, dtype=torch.float64))
     opt = optimizer_class([x], max_iter=iterations, tolerance_grad=1e-14, tolerance_change=1e-16, **kwargs)
-
-    def closure():
-        opt.zero_grad()
-        loss = _rosenbrock(x)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
+    opt.step(_closure(opt, x))
     return x.detach(), opt.state[x]["n_iter"]
 
 
@@ -95,13 +92,7 @@ def test_bfgs_solves_rosenbrock_where_short_history_lbfgs_does_not(scaling):
 def test_a_descent_direction_is_restored_when_the_matrix_goes_wrong():
     x = torch.nn.Parameter(torch.tensor([3.0, -2.0], dtype=torch.float64))
     opt = BFGS([x], max_iter=1)
-
-    def closure():
-        opt.zero_grad()
-        loss = (x ** 2).sum()
-        loss.backward()
-        return loss
-
+    closure = _closure(opt, x, lambda x: (x ** 2).sum())
     opt.step(closure)
     opt.state[x]["H"] = -torch.eye(2, dtype=torch.float64)  # what rounding could leave behind
     before = float(closure().detach())
