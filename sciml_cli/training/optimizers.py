@@ -150,11 +150,8 @@ class BFGS(torch.optim.LBFGS):
         while n_iter < max_iter:
             n_iter += 1
             state["n_iter"] += 1
-            Hg = None
-            if state["n_iter"] > 1:
+            if state["n_iter"] > 1:  # the first iteration ever has no matrix yet
                 H, Hg = self._update(H, d.mul(t), g.sub(g_prev), g, d, group["scaling"])
-            elif H is not None:
-                Hg = H.mv(g)
             d = g.neg() if H is None else Hg.neg()
             gtd = g.dot(d)
             if H is not None and gtd >= 0:  # lost positive definiteness: start again from steepest descent
