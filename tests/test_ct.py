@@ -48,6 +48,20 @@ def test_shepp_logan_raster_has_the_ellipses_mass_and_range():
     assert orig[32, 32].item() == pytest.approx(1.02, abs=1e-12)
 
 
+def test_random_phantoms_are_the_same_in_any_chunking_and_on_cuda():
+    """Training phantoms are drawn on the problem's device, all at once there: the chunking and
+    the device must not change a pixel (the pixels are averages of exact point tests)."""
+    from sciml_cli.problems.ct import random_ellipses
+
+    e = random_ellipses(5, torch.Generator().manual_seed(3))
+    ref = rasterize(e, 48)
+    assert ref.shape == (5, 48, 48) and ref.dtype == torch.float64 and ref.amax() > 0.1
+    assert torch.equal(rasterize(e, 48, chunk=5), ref) and torch.equal(rasterize(e, 48, chunk=1), ref)
+    assert torch.equal(rasterize(e[2:3], 48), ref[2:3])  # an image does not depend on its batch
+    if torch.cuda.is_available():
+        assert torch.equal(rasterize(e, 48, device="cuda").cpu(), ref)
+
+
 def test_ellipse_sinogram_integrates_to_the_mass_at_every_angle():
     """The exact sinogram of random ellipses: sum_k p(theta, s_k) ds = sum rho pi a b for every
     angle, to 5e-6 relative with ds = 1e-4 (the sum's error is O(ds^1.5): the chord profile

@@ -106,3 +106,22 @@ def test_a_resumed_run_can_be_extended_with_more_steps(sciml):
     assert proc.returncode == 0, proc.stderr
     assert json.loads((run / "metrics.json").read_text())["step"] == 30
     assert json.loads((run / "run.json").read_text())["resumed_from_step"] == 20
+
+
+def test_the_resume_command_a_run_prints_works_without_its_groups(sciml):
+    """An interrupted run says "Resume with: sciml train resume=<checkpoint>"; that bare command
+    (the run's model and problem are not the defaults) must continue the run, and a group named
+    on the command line that is not the run's is refused."""
+    proc = sciml("train", *TINY_FNO, "optim.steps=20")
+    assert proc.returncode == 0, proc.stderr
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-fno")
+    proc = sciml("train", f"resume={run}", "optim.steps=30", "trainer.callbacks.progress=null", "output=json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["name"] == "burgers-fno" and result["run_dir"] == str(run)
+    assert json.loads((run / "metrics.json").read_text())["step"] == 30
+    assert json.loads((run / "run.json").read_text())["resumed_from_step"] == 20
+    proc = sciml("train", "model=pinn", f"resume={run}", "optim.steps=40")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("sciml: config error: model: a resumed run keeps its model") and "FNO" in proc.stderr
+    assert json.loads((run / "metrics.json").read_text())["step"] == 30

@@ -128,10 +128,14 @@ def _resumed_config(saved_yaml: str, composed: DictConfig, overrides: list[str])
         saved = OmegaConf.create(saved_yaml)
     except Exception as err:  # a damaged or hand-edited config: one line, not a parser traceback
         raise ConfigError("resume", f"the checkpoint's stored config is not valid YAML: {str(err).splitlines()[0][:160]}") from None
+    parsed = parse_overrides(overrides)
+    # only a group this command names (itself or through an experiment) can disagree with the run:
+    # a bare `sciml train resume=<run>` keeps the run's groups, whatever the defaults are
+    chosen = {o.key_or_group for o in parsed}
     for group in RESUME_GROUPS:
-        if composed[group]._target_ != saved[group]._target_:
+        if (group in chosen or "experiment" in chosen) and composed[group]._target_ != saved[group]._target_:
             raise ConfigError(group, f"a resumed run keeps its {group} ({saved[group]._target_})")
-    for o in parse_overrides(overrides):
+    for o in parsed:
         key = o.key_or_group
         if key == "resume" or key in GROUPS or key.startswith("hydra"):
             continue
@@ -339,6 +343,8 @@ def task(cfg: DictConfig) -> float | None:
     # a config given whole (--config-name best) has no group choices: name it by its classes
     name = "-".join(str(hc.runtime.choices.get(group) or str(cfg[group]._target_).rpartition(".")[2].lower())
                     for group in ("problem", "model"))
+    if cfg.resume is not None and not multirun:  # the run's own name (train/<problem>-<model>/<time>)
+        name = run_dir.parent.name
     if not multirun:
         output.context(run_dir=str(run_dir), name=name)
     try:

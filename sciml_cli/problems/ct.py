@@ -117,30 +117,36 @@ def random_ellipses(
     return torch.stack([rho, a, b, r * torch.cos(t), r * torch.sin(t), phi], dim=-1)
 
 
-def rasterize(ellipses: Tensor, size: int, supersample: int = 4, chunk: int = 4) -> Tensor:
+def rasterize(ellipses: Tensor, size: int, supersample: int = 4, chunk: int | None = None,
+              device: torch.device | str | None = None) -> Tensor:
     """Pixel averages of a sum of ellipses, ``[N, E, 6]`` -> ``[N, size, size]``, float64.
 
     Each pixel is the mean of ``supersample^2`` point values on a regular sub-grid, which
     approximates the cell average (the L2 projection onto pixels) and avoids the jagged edges
-    of point sampling. ``chunk`` images are drawn at a time (the fine grid of one is
-    ``(size * supersample)^2`` values).
+    of point sampling. Drawn on ``device`` (default: the ellipses'), ``chunk`` images at a time
+    (the fine grid of one is ``(size * supersample)^2`` values; default 4 on the CPU, all at once
+    on an accelerator, where drawing a training batch on the host would cost more than the step).
     """
     if ellipses.dim() == 2:
         ellipses = ellipses[None]
-    ellipses = ellipses.to(torch.float64)
+    device = torch.device(device) if device is not None else ellipses.device
+    # which ellipse slots any image of a chunk uses, decided before the copy (no device sync)
+    used = (ellipses[..., 0] != 0).cpu()
+    ellipses = ellipses.to(device=device, dtype=torch.float64)
+    chunk = int(chunk or (4 if device.type == "cpu" else ellipses.shape[0]))
     s = int(supersample)
     m = size * s
-    fine = -1.0 + (torch.arange(m, dtype=torch.float64, device=ellipses.device) + 0.5) * (2.0 / m)
+    fine = -1.0 + (torch.arange(m, dtype=torch.float64, device=device) + 0.5) * (2.0 / m)
     out = []
-    for part in ellipses.split(chunk):
+    for part, part_used in zip(ellipses.split(chunk), used.split(chunk)):
         rho, a, b, x0, y0, phi = part.unbind(-1)  # [n, E]
         c2, s2, cs = torch.cos(phi) ** 2, torch.sin(phi) ** 2, torch.cos(phi) * torch.sin(phi)
         # u^2 + v^2 of the rotated, scaled offsets as one quadratic form in (dx, dy)
         p_xx, p_yy = c2 / a**2 + s2 / b**2, s2 / a**2 + c2 / b**2
         p_xy = 2 * cs * (1 / a**2 - 1 / b**2)
-        img = torch.zeros(part.shape[0], m, m, dtype=torch.float64, device=part.device)
+        img = torch.zeros(part.shape[0], m, m, dtype=torch.float64, device=device)
         for k in range(part.shape[1]):
-            if not bool((rho[:, k] != 0).any()):
+            if not bool(part_used[:, k].any()):
                 continue  # padding rows of random_ellipses
             dx = fine[None, :, None] - x0[:, k, None, None]  # [n, m, 1]
             dy = fine[None, None, :] - y0[:, k, None, None]  # [n, 1, m]
@@ -440,7 +446,7 @@ class Ct(Problem, InverseProblem):
 
     def measure(self, ellipses: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``(images, data)`` of ellipse phantoms ``[N, E, 6]``, noise from ``generator``."""
-        images = rasterize(ellipses, self.size).to(**self.factory)
+        images = rasterize(ellipses, self.size, device=self.device).to(**self.factory)
         if self.data_model == "analytic":
             op = self.operator()
             clean = ellipse_sinogram(ellipses, op.angles, op.detectors).to(**self.factory)
@@ -561,9 +567,9 @@ class Ct(Problem, InverseProblem):
         gen = torch.Generator().manual_seed(seed)
         ellipses = self.phantoms(n_samples, gen)
         if self.phantom == "shepp_logan":  # one head, drawn once
-            image = rasterize(ellipses[:1], size).expand(n_samples, -1, -1).clone()
+            image = rasterize(ellipses[:1], size, device=self.device).expand(n_samples, -1, -1).clone()
         else:
-            image = rasterize(ellipses, size)
+            image = rasterize(ellipses, size, device=self.device)
         image = image.to(**self.factory)
         if self.data_model == "analytic":
             clean = ellipse_sinogram(ellipses, op.angles, op.detectors).to(**self.factory)
