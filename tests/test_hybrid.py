@@ -5,6 +5,7 @@ solver (zero network = the solver, gradients through the unrolled steps, bad inp
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import pytest
@@ -239,6 +240,32 @@ def test_solve_with_a_hybrid_checkpoint_compares_it_with_the_plain_solvers(sciml
     assert result["hybrid_steps"] == 100  # t_end = 1 in steps of 0.01
     assert result["rel_l2_mean"] < result["solver_1x_rel_l2"] * 1.5
 
+
+
+def test_init_starts_a_new_run_from_a_trained_models_weights(sciml):
+    """``init=<run>`` (fine-tuning, e.g. an unrolled hybrid from a one-step one) loads the run's
+    best weights and nothing else: with a learning rate too small to move them, the new run
+    validates exactly as its source did, where a fresh model is the coarse solver; weights of
+    another shape are a one-line error before any work."""
+    short = ["optim.steps=20", "trainer.val_every=20", "trainer.checkpoint_every=20"]
+    sciml("train", *TINY_HYBRID, "model.unroll=1", *short, check=True)
+    source = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-hybrid")
+    trained = json.loads((source / "metrics.json").read_text())["val/rel_l2"]
+    frozen = ["optim.steps=1", "optim.lr=1e-30", "trainer.val_every=1", "output=json"]
+    tuned = json.loads(sciml("train", *TINY_HYBRID, "model.unroll=4", f"init={source}", *frozen, check=True).stdout)
+    fresh = json.loads(sciml("train", *TINY_HYBRID, "model.unroll=4", *frozen, check=True).stdout)
+    assert tuned["metrics"]["val/rel_l2"] == pytest.approx(trained, rel=1e-6)
+    assert fresh["metrics"]["val/rel_l2"] == pytest.approx(fresh["metrics"]["val/rel_l2_coarse"], rel=1e-6)
+    assert fresh["metrics"]["val/rel_l2"] > 1.05 * trained
+    info = json.loads((Path(tuned["run_dir"]) / "run.json").read_text())
+    assert info["init_from"] == str((source / "checkpoints" / "best.pt").resolve())
+    runs = sorted((sciml.cwd / "outputs" / "train" / "burgers-hybrid").iterdir())
+    proc = sciml("train", *TINY_HYBRID, f"init={source}", "model.width=8")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("sciml: config error: init: the weights in") and "do not fit this model" in proc.stderr
+    proc = sciml("train", *TINY_HYBRID, f"init={sciml.cwd / 'nowhere'}")
+    assert proc.returncode == 2 and "init: no checkpoint at" in proc.stderr and "<run dir>" in proc.stderr
+    assert sorted((sciml.cwd / "outputs" / "train" / "burgers-hybrid").iterdir()) == runs  # nothing written
 
 @pytest.mark.parametrize("args, needle", [
     (["problem=heat"], "Hybrid needs the differentiable solver view; this Heat offers physics residual. "

@@ -46,6 +46,8 @@ def preflight(overrides: list[str], config_name: str = "train") -> None:
             from ..training.trainer import check_devices, resolve_device
 
             check_devices(int(cfg.trainer.get("devices", 1)), resolve_device(str(cfg.trainer.device)))
+        if cfg.get("init") is not None and cfg.get("resume") is None:
+            _init_state(cfg, check=True)
         if cfg.get("resume") is not None:
             if config_name != "train":
                 raise ConfigError("resume", "a sweep cannot resume; resume its runs one by one")
@@ -103,6 +105,30 @@ def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str]
     except RuntimeError as err:
         raise ConfigError("resume", f"the weights in {path} do not fit the model with these overrides: "
                                     f"{str(err).strip().splitlines()[-1].strip()[:200]}") from None
+
+
+def _init_state(cfg: DictConfig, check: bool = False) -> tuple[Path, dict[str, Any]]:
+    """``(path, weights)`` of ``init=<run dir>|<checkpoint>`` (a run directory means its
+    ``best.pt``); with ``check``, also that they load into this config's model."""
+    from ..errors import CheckpointError
+    from ..training import checkpoint
+
+    path = Path(str(cfg.init))
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    try:
+        state = checkpoint.load(path)
+    except CheckpointError as err:
+        raise ConfigError("init", str(err), ["<run dir>", "<checkpoint file>"]) from None
+    if check:
+        problem = config.instantiate(cfg.problem)
+        model = config.instantiate(cfg.model, problem=problem)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise ConfigError("init", f"the weights in {path} do not fit this model: "
+                                      f"{str(err).strip().splitlines()[-1].strip()[:200]}") from None
+    return path, state["model"]
 
 
 def _flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -171,6 +197,10 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
     trainer.seed_everything()
     problem = config.instantiate(cfg.problem)
     model = config.instantiate(cfg.model, problem=problem)
+    init_from = None
+    if cfg.get("init") is not None and resume_state is None:  # a resumed run has its own weights
+        init_from, weights = _init_state(cfg)
+        model.load_state_dict(weights)
     pinned = problem.pinned_arguments()
     if pinned:  # e.g. a data file's absolute path and checksum: eval and resume read the same bytes
         stored = OmegaConf.create(config_yaml)
@@ -180,6 +210,8 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
 
     info = {**rundir.provenance(), "device": str(trainer.device), "dtype": trainer.dtype_name,
             "seed": trainer.seed, "status": "running", "resumed_from_step": resume_state and resume_state["step"]}
+    if init_from is not None:
+        info["init_from"] = str(init_from.resolve())
     if problem.provenance():
         info["data"] = problem.provenance()
     if trainer.devices > 1:
