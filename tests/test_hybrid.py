@@ -5,8 +5,8 @@ solver (zero network = the solver, gradients through the unrolled steps, bad inp
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import math
+from pathlib import Path
 
 import pytest
 import torch

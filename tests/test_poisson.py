@@ -99,6 +99,30 @@ def test_constraint_transform_meets_the_data_for_any_network(domain, dim, soluti
 
 
 @pytest.mark.parametrize("domain", ["lshape", "slit"])
+def test_the_singular_distance_lets_a_bounded_network_output_reach_the_corner(domain):
+    """``u = g + phi N``: near the singular point the exact solution's ``N = (u - g) / phi``
+    grows like ``r^(alpha - 1)`` with the plain distance function and stays bounded with
+    ``singular_distance`` (which still vanishes on the whole boundary and nowhere inside)."""
+    plain, scaled = poisson(domain), poisson(domain, singular_distance=True)
+    theta = torch.tensor([0.3, 1.0, 2.0, 3.0, 4.0], dtype=torch.float64)  # inside both domains
+    ratios = {}
+    for name, p in (("plain", plain), ("scaled", scaled)):
+        outputs = []
+        for r in (1e-2, 1e-6):
+            x = r * torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
+            assert p.contains(x).all()
+            g, phi = p.constraint(x)
+            outputs.append(((p.exact_solution(x) - g) / phi).abs().max())
+        ratios[name] = (outputs[1] / outputs[0]).item()
+    grow = 1e4 ** (1 - plain.alpha)  # r from 1e-2 to 1e-6
+    assert 0.8 * grow < ratios["plain"] < 1.5 * grow, ratios
+    assert ratios["scaled"] < 1.5, ratios  # the approximate distance is not exactly r there
+    assert scaled.constraint(scaled.sample_boundary(2000, 6))[1].abs().max() < 1e-15
+    assert (scaled.constraint(scaled.sample_interior(2000, 5))[1] > 0).all()
+    with pytest.raises(ValueError, match="singular_distance: domain=square has no singular point"):
+        poisson("square", singular_distance=True)
+
+@pytest.mark.parametrize("domain", ["lshape", "slit"])
 def test_lift_of_the_data_is_smooth_inside(domain):
     """Twice differentiable across the lines where the projection passes a segment's end: the
     second derivatives along a line through the domain have no jumps (finite differences of

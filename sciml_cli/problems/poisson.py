@@ -67,6 +67,13 @@ class Poisson(Problem, PhysicsResidual, EnergyFunctional):
         Points per axis of the reference grid (odd, so that it passes through the origin).
     n_scoring
         Scoring points in more than two dimensions, where no grid can cover the domain.
+    singular_distance
+        On the L-shape and the slit, the distance function of the exact boundary data
+        (:meth:`constraint`) times ``r^(alpha - 1)``, ``r`` the distance to the singular point:
+        ``phi`` grows like ``r`` there while every solution grows like ``r^alpha``, so that
+        ``u = g + phi N`` needs a network output ``N`` that is unbounded at the corner; scaled,
+        ``phi`` grows like ``r^alpha`` and a bounded ``N`` suffices. It uses the domain's exponent
+        only, as singular finite elements do, not the solution.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class Poisson(Problem, PhysicsResidual, EnergyFunctional):
         solution: Literal["sine", "steady_heat", "pairs", "singular"] | None = None,
         resolution: PositiveInt = 257,
         n_scoring: PositiveInt = 65536,
+        singular_distance: bool = False,
     ) -> None:
         super().__init__()
         dim = int(dim)
@@ -91,7 +99,10 @@ class Poisson(Problem, PhysicsResidual, EnergyFunctional):
         if solution == "pairs" and dim < 2:
             raise ValueError("solution: pairs needs dim >= 2")
         self.domain, self.dim, self.solution = domain, dim, solution
+        if singular_distance and domain not in ("lshape", "slit"):
+            raise ValueError(f"singular_distance: domain={domain} has no singular point (lshape and slit have)")
         self.resolution, self.n_scoring = int(resolution), int(n_scoring)
+        self.singular_distance = bool(singular_distance)
         self.coords = coordinate_names(dim)
         self.derivatives = tuple(f"u_{c}{c}" for c in self.coords)
         self.singular_point = (0.0, 0.0) if domain in ("lshape", "slit") else None
@@ -121,8 +132,13 @@ class Poisson(Problem, PhysicsResidual, EnergyFunctional):
         ``[cut, cut + 2 pi)`` when ``cut > 0`` (for boundary data near it, see :meth:`constraint`)."""
         r = torch.linalg.vector_norm(x, dim=1, keepdim=True)
         theta = cut + torch.remainder(torch.atan2(x[:, 1:2], x[:, 0:1]) - cut, 2 * math.pi)
-        alpha = 0.5 if self.domain == "slit" else 2.0 / 3.0
-        return r.pow(alpha) * torch.sin(alpha * theta)
+        return r.pow(self.alpha) * torch.sin(self.alpha * theta)
+
+    @property
+    def alpha(self) -> float:
+        """The exponent ``alpha`` of the singular point, ``pi / omega`` for an interior angle
+        ``omega`` (Grisvard 1985): every solution with smooth data behaves like ``r^alpha`` there."""
+        return 0.5 if self.domain == "slit" else 2.0 / 3.0
 
     def source(self, points: Tensor) -> Tensor:
         """``f = -Laplace u`` ``[N, 1]``."""
@@ -171,7 +187,11 @@ class Poisson(Problem, PhysicsResidual, EnergyFunctional):
             g = self.geometry.lift(points, self.boundary_value)
         else:
             g = self.geometry.lift(points, self._segment_data)
-        return g, self.geometry.distance(points).unsqueeze(1)
+        phi = self.geometry.distance(points).unsqueeze(1)
+        if self.singular_distance:  # phi ~ r at the corner, u ~ r^alpha: N = (u - g) / phi would be unbounded
+            r = torch.linalg.vector_norm(points - points.new_tensor(self.singular_point), dim=1, keepdim=True)
+            phi = phi * r.clamp(min=1e-12).pow(self.alpha - 1.0)
+        return g, phi
 
     def _segment_data(self, points: Tensor, i: int) -> Tensor | None:
         """The data on segment ``i``: zero on the edges that meet at the singular point; on the
