@@ -136,8 +136,9 @@ class Poisson(Problem, PhysicsResidual, EnergyFunctional):
 
     @property
     def alpha(self) -> float:
-        """The exponent ``alpha`` of the singular point, ``pi / omega`` for an interior angle
-        ``omega`` (Grisvard 1985): every solution with smooth data behaves like ``r^alpha`` there."""
+        """The exponent ``alpha`` of the singular point of the L-shape or the slit, ``pi / omega``
+        for the interior angle ``omega`` there (Grisvard 1985): every solution with smooth data
+        behaves like ``r^alpha`` at that point."""
         return 0.5 if self.domain == "slit" else 2.0 / 3.0
 
     def source(self, points: Tensor) -> Tensor:
