@@ -98,13 +98,17 @@ def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str]
         raise ConfigError("resume", str(err)) from None
     merged = _resumed_config(state["config"], cfg, overrides)
     config.check(merged)
-    problem = config.instantiate(merged.problem)
-    model = config.instantiate(merged.model, problem=problem)
+    _check_weights_fit(merged, state["model"], "resume", f"the weights in {path} do not fit the model with these overrides")
+
+
+def _check_weights_fit(cfg: DictConfig, weights: dict[str, Any], key: str, message: str) -> None:
+    """The model of ``cfg`` takes ``weights``, else a config error on ``key``: ``message`` and why."""
+    problem = config.instantiate(cfg.problem)
+    model = config.instantiate(cfg.model, problem=problem)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as err:
-        raise ConfigError("resume", f"the weights in {path} do not fit the model with these overrides: "
-                                    f"{str(err).strip().splitlines()[-1].strip()[:200]}") from None
+        raise ConfigError(key, f"{message}: {str(err).strip().splitlines()[-1].strip()[:200]}") from None
 
 
 def _init_state(cfg: DictConfig, check: bool = False) -> tuple[Path, dict[str, Any]]:
@@ -121,13 +125,7 @@ def _init_state(cfg: DictConfig, check: bool = False) -> tuple[Path, dict[str, A
     except CheckpointError as err:
         raise ConfigError("init", str(err), ["<run dir>", "<checkpoint file>"]) from None
     if check:
-        problem = config.instantiate(cfg.problem)
-        model = config.instantiate(cfg.model, problem=problem)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as err:
-            raise ConfigError("init", f"the weights in {path} do not fit this model: "
-                                      f"{str(err).strip().splitlines()[-1].strip()[:200]}") from None
+        _check_weights_fit(cfg, state["model"], "init", f"the weights in {path} do not fit this model")
     return path, state["model"]
 
 
