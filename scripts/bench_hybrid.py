@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -151,16 +152,19 @@ def main() -> None:
 
     print(f"test split: {loop['n_test']} unseen initial conditions, {loop['test_steps']} coarse steps "
           f"(training unroll {loop['unroll']}), device {loop['device']}")
-    print(f"{'method':34s} {'mean rel-L2':>12s} {'last step':>10s} {'rollout s':>10s}")
-    rows = [(f"solver in the loop (unroll {loop['unroll']})", m["rel_l2"], m["rel_l2_last_step"], s["hybrid"]),
+    print(f"{'method':34s} {'mean rel-L2':>12s} {'last step':>10s} {'rollout s':>10s}  error > 100 % from step")
+    rows = [(f"solver in the loop (unroll {loop['unroll']})", m["rel_l2"], m["rel_l2_last_step"], s["hybrid"],
+             m.get("diverged_step_hybrid")),
             ("one-step correction (unroll 1)", onestep["metrics"]["rel_l2"], onestep["metrics"]["rel_l2_last_step"],
-             onestep["seconds"]["hybrid"])]
+             onestep["seconds"]["hybrid"], onestep["metrics"].get("diverged_step_hybrid"))]
     for key, label in (("1x", "coarse solver alone"), ("2x", "solver on the 2x grid"), ("4x", "solver on the 4x grid")):
         curve = loop["curves"].get("coarse solver" if key == "1x" else f"solver on {key} grid")
         if curve is not None:
-            rows.append((label, sum(curve) / len(curve), curve[-1], s.get(f"solver_{key}")))
-    for name, mean, last, sec in rows:
-        print(f"{name:34s} {mean:12.3e} {last:10.3e} {sec:10.4f}")
+            curve = [math.inf if math.isnan(v) else v for v in curve]  # JSON-safe curves keep nan
+            rows.append((label, sum(curve) / len(curve), curve[-1], s.get(f"solver_{key}"),
+                         m.get("diverged_step_coarse" if key == "1x" else f"diverged_step_solver_{key}")))
+    for name, mean, last, sec, lost in rows:
+        print(f"{name:34s} {mean:12.3e} {last:10.3e} {sec:10.4f}  {'never' if lost is None else int(lost)}")
     print(f"improvement over the coarse solver: {m['rel_l2_coarse'] / m['rel_l2']:.2f}x; "
           f"training wall time {walls['loop'] or float('nan'):.0f} s (one-step {walls['onestep'] or float('nan'):.0f} s)")
     for name, ok in targets.items():

@@ -225,6 +225,37 @@ def test_casting_to_float64_keeps_the_imaginary_parts_of_the_spectral_weights():
     assert torch.equal(after, before.to(torch.complex128))
 
 
+def test_inference_reuses_the_weight_layout_until_the_weight_changes():
+    """Without autograd the real weight matrices are built once; an optimiser step, a loaded state
+    or a cast must still show in the next output, exactly as a layer without the cache computes it."""
+    torch.manual_seed(0)
+    layer = SpectralConv(3, 4, 5, 2)
+    v = torch.randn(2, 3, 12, 12)
+
+    def uncached(x):
+        layer.__dict__.pop("_real_weight_cache", None)
+        with torch.enable_grad():
+            return layer(x).detach()
+
+    with torch.no_grad():
+        first = layer(v)
+        assert "_real_weight_cache" in layer.__dict__
+        assert torch.equal(layer(v), first) and torch.equal(first, uncached(v))
+    assert torch.equal(layer(v).detach(), first)
+
+    optimiser = torch.optim.SGD(layer.parameters(), lr=0.1)
+    layer(v).square().sum().backward()  # with autograd: gradients reach the weight through the layout
+    assert layer.weight.grad is not None and layer.weight.grad.abs().max() > 0
+    optimiser.step()
+    with torch.no_grad():
+        stepped = layer(v)
+        assert not torch.equal(stepped, first) and torch.equal(stepped, uncached(v))
+        layer.load_state_dict({"weight": torch.zeros_like(layer.weight)})
+        assert layer(v).abs().max() == 0
+        layer.double()
+        assert layer(v.double()).dtype == torch.float64
+
+
 def test_bfloat16_autocast_keeps_the_spectral_path_in_float32():
     """The trainer's ``amp`` runs the loss under bfloat16 autocast: the pointwise layers drop to
     bfloat16 (about 3 significant digits), the FFTs stay in float32. Measured difference to

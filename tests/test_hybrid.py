@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import TINY_HYBRID, only_run_dir
 
-from sciml_cli.models.hybrid import Hybrid
+from sciml_cli.models.hybrid import Hybrid, _diverged_step, _rel_l2
 from sciml_cli.numerics.spectral import restrict
 from sciml_cli.problems.burgers import Burgers
 from sciml_cli.problems.navier_stokes import NavierStokes
@@ -138,6 +138,30 @@ def test_a_hybrid_with_a_zero_network_is_its_coarse_solver_exactly(tmp_path, whi
     coarse = p.solver_trajectories("val", 2, 5)
     assert torch.equal(evaluation.prediction, coarse[:, 1:])
     assert evaluation.metrics["rel_l2"] == evaluation.metrics["rel_l2_coarse"] > 0
+
+
+def test_a_rollout_that_blows_up_scores_inf_and_names_the_step_it_was_lost(tmp_path):
+    """A diverged rollout must lose every comparison (``nan`` would make each one false) and the
+    evaluation says from which step its error passed 100 %."""
+    p = navier_stokes(tmp_path)
+    model = small_hybrid(p)
+    model.fit_scale(p)
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.normal_()
+        model.correction_scale.mul_(1e3)
+    evaluation = model.evaluate(p, split="val")
+    metrics, curve = evaluation.metrics, evaluation.details["curves"]["hybrid"]
+    lost = next(i for i, e in enumerate(curve, 1) if e > 1)
+    assert metrics["diverged_step_hybrid"] == lost
+    assert metrics["rel_l2"] > 1 and metrics["improvement_over_coarse"] < 1
+    assert "diverged_step_coarse" not in metrics and metrics["rel_l2_coarse"] < 0.1
+    reference = torch.ones(2, 3, 4, 4, dtype=torch.float64)
+    overflowed = reference.clone()
+    overflowed[0, 2, 1, 1] = math.nan  # an inf - inf somewhere in an overflowing step
+    errors = _rel_l2(overflowed, reference, 2)
+    assert errors[0, 2] == math.inf and errors[0, :2].eq(0).all() and errors[1].eq(0).all()
+    assert _diverged_step(errors.mean(0)) == 3 and _diverged_step(errors.mean(0)[:2]) is None
 
 
 @pytest.mark.parametrize("correct", ["state", "forcing"])

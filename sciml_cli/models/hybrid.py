@@ -27,6 +27,7 @@ compares with the coarse solver alone and with the same solver on 2x and 4x fine
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -47,9 +48,18 @@ FINER = (2, 4)
 
 
 def _rel_l2(prediction: Tensor, reference: Tensor, dims: int) -> Tensor:
-    """Relative L2 error over the last ``dims`` axes."""
+    """Relative L2 error over the last ``dims`` axes; ``inf`` where the prediction has blown up
+    (so a diverged rollout averages to ``inf``, never to a ``nan`` that every comparison fails)."""
     diff = (prediction - reference).double().flatten(-dims)
-    return torch.linalg.vector_norm(diff, dim=-1) / torch.linalg.vector_norm(reference.double().flatten(-dims), dim=-1)
+    error = torch.linalg.vector_norm(diff, dim=-1) / torch.linalg.vector_norm(reference.double().flatten(-dims), dim=-1)
+    return error.nan_to_num(nan=math.inf)
+
+
+def _diverged_step(curve: Tensor) -> int | None:
+    """The first step (from 1) whose mean error exceeds 100 %, where the rollout has lost the
+    flow; ``None`` if it never does."""
+    lost = (curve > 1).nonzero()
+    return int(lost[0, 0]) + 1 if len(lost) else None
 
 
 class Hybrid(Model):
@@ -216,7 +226,9 @@ class Hybrid(Model):
 
         Metrics: ``rel_l2`` (mean over samples and steps, the validation metric),
         ``rel_l2_last_step``, ``rel_l2_coarse`` (the coarse solver alone) and
-        ``improvement_over_coarse``; on the test split also ``rel_l2_solver_2x`` / ``_4x`` (the
+        ``improvement_over_coarse``; ``diverged_step_<method>`` for each method (``hybrid``,
+        ``coarse``, ``solver_2x``, ...) whose error passes 100 % during the rollout, the first such
+        step (a blown-up rollout scores ``inf``); on the test split also ``rel_l2_solver_2x`` / ``_4x`` (the
         plain solver on 2x, 4x finer grids, its step shrunk alike), their wall times and the
         hybrid's (``seconds_*``, the whole rollout of every test sample), and ``as_accurate_as``:
         the finest of those grids (as a multiple of the coarse one, 1 for none) whose error the
@@ -259,6 +271,10 @@ class Hybrid(Model):
                 if metrics["rel_l2"] <= metrics[f"rel_l2_solver_{factor}x"]:
                     accurate_as = factor
             metrics["as_accurate_as"] = float(accurate_as)
+        for name, curve in curves.items():
+            if (step := _diverged_step(curve)) is not None:
+                key = {"hybrid": "hybrid", "coarse solver": "coarse"}.get(name, name.replace("solver on ", "solver_")[:-5])
+                metrics[f"diverged_step_{key}"] = float(step)
         x = torch.arange(self.resolution, dtype=torch.float64) / self.resolution
         grid = {"t": torch.arange(1, n_steps + 1, dtype=torch.float64) * self.dt,
                 **{name: x for name in ("x", "y")[:self.n_dims]}}
