@@ -198,11 +198,20 @@ def reconstruction_figure(truth: Tensor, reconstructions: dict[str, Tensor], sco
     return fig
 
 
-def curves_figure(x: Tensor, curves: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = ""):
-    """One curve per name against ``x`` on a log scale (e.g. each method's error over a rollout)."""
+def curves_figure(x: Tensor, curves: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = "",
+                  ceiling: float | None = None):
+    """One curve per name against ``x`` on a log scale (e.g. each method's error over a rollout).
+
+    ``ceiling``: the top of the axis when a curve passes it (a diverged rollout's error grows to
+    1e30 and would flatten every other curve); the curve leaves the plot there."""
     fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    top = 0.0
     for name, values in curves.items():
-        ax.semilogy(_np(x), np.asarray(values, dtype=float), label=name)
+        y = np.asarray(values, dtype=float)
+        ax.semilogy(_np(x), y, label=name)
+        top = max(top, float(np.nanmax(np.where(np.isfinite(y), y, np.nan), initial=0.0)))
+    if ceiling is not None and top > ceiling:
+        ax.set_ylim(top=ceiling)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)

@@ -290,7 +290,7 @@ class Hybrid(Model):
 
         curves = evaluation.details["curves"]
         t = evaluation.grid["t"]
-        figures = {"": plotting.curves_figure(t, curves, "t", "relative L2 error", title=title)}
+        figures = {"": plotting.curves_figure(t, curves, "t", "relative L2 error", title=title, ceiling=10.0)}
         steps = evaluation.prediction.shape[1]
         picks = sorted({max(0, min(steps - 1, round(f * steps) - 1)) for f in (0.1, 0.25, 0.5, 1.0)})
         coarse = self.trajectories(problem, evaluation.details["split"], "solver", self.resolution)  # kept in memory

@@ -155,19 +155,17 @@ class SpectralConv(nn.Module):
         the tensor's storage and version, which every in-place update (an optimiser step,
         ``load_state_dict``) and every ``.to()`` changes.
         """
-        weight = self.weight
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        weight, grad = self.weight, torch.is_grad_enabled()
+        key = None if grad else (weight.data_ptr(), weight._version, weight.dtype, weight.device)
         cached = self.__dict__.get("_real_weight_cache")
-        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
+        if not grad and cached is not None and cached[0] == key:
             return cached[1]
         k, d = weight.shape[0], self.n_dims
         m = k * self.modes ** d
         w_re, w_im = weight[..., 0], weight[..., 1]  # [k, in, out, *modes]
         w = torch.cat([torch.cat([w_re, w_im], dim=2), torch.cat([-w_im, w_re], dim=2)], dim=1)
         w = w.permute(0, *range(3, 3 + d), 1, 2).reshape(m, 2 * self.in_channels, 2 * self.out_channels)
-        if torch.is_grad_enabled():
-            self.__dict__.pop("_real_weight_cache", None)
-        else:
+        if not grad:
             self.__dict__["_real_weight_cache"] = (key, w)
         return w
 
