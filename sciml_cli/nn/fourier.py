@@ -151,9 +151,10 @@ class SpectralConv(nn.Module):
         """The weights as the real ``[M, 2 in, 2 out]`` matrices of :meth:`_mix`.
 
         Without autograd (evaluation, rollouts, ``sciml solve``) the matrices are kept until the
-        weight changes: rebuilding them is a third of a small layer's time on a CPU. The key is
+        weight changes, instead of being copied out of the parameter at every call. The key is
         the tensor's storage and version, which every in-place update (an optimiser step,
-        ``load_state_dict``) and every ``.to()`` changes.
+        ``load_state_dict``) and every ``.to()`` changes; a write through ``weight.data`` is not
+        seen, so code that writes weights that way must do so before the first evaluation.
         """
         weight, grad = self.weight, torch.is_grad_enabled()
         key = None if grad else (weight.data_ptr(), weight._version, weight.dtype, weight.device)
