@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import hydra
@@ -112,9 +113,9 @@ def task(cfg: DictConfig) -> dict:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in evaluation.metrics.items():
-        table.add_row(k, f"{v:.4e}")
+        table.add_row(k, _number(v))
     for k, v in baselines.items():
-        table.add_row(f"baseline: {k}", f"{v:.4e}")
+        table.add_row(f"baseline: {k}", _number(v))
     console.print(table)
     if sweep:
         keys = list(next(iter(sweep.values())))
@@ -123,7 +124,7 @@ def task(cfg: DictConfig) -> dict:
         for k in keys:
             res_table.add_column(k, justify="right")
         for r, m in sweep.items():
-            res_table.add_row(str(r), *(f"{m[k]:.4e}" for k in keys))
+            res_table.add_row(str(r), *(_number(m[k]) for k in keys))
         console.print(res_table)
     for line in evaluation.details.get("equation", []):
         console.print(line, markup=False, highlight=False)
@@ -143,3 +144,10 @@ def _app(cfg: DictConfig) -> None:
 
 def main(args: list[str]) -> int:
     return run_app("eval", _app, args, preflight)
+
+
+def _number(value: float) -> str:
+    """A metric for the table: whole numbers (steps, counts, grid factors) as integers."""
+    if math.isfinite(value) and float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.4e}"

@@ -232,7 +232,7 @@ class Hybrid(Model):
         plain solver on 2x, 4x finer grids, its step shrunk alike), their wall times and the
         hybrid's (``seconds_*``, the whole rollout of every test sample), and ``as_accurate_as``:
         the finest of those grids (as a multiple of the coarse one, 1 for none) whose error the
-        hybrid's does not exceed."""
+        hybrid's does not exceed (1 when the hybrid diverged)."""
         if resolution not in (None, self.resolution):
             raise ValueError(f"resolution: the hybrid runs on its coarse grid (supported: {self.resolution})")
         self.fit_scale(problem)
@@ -268,8 +268,8 @@ class Hybrid(Model):
                 metrics[f"seconds_solver_{factor}x"] = time.perf_counter() - start
                 curves[f"solver on {factor}x grid"] = _rel_l2(finer[:, 1:], reference[:, 1:], self.n_dims).mean(0)
                 metrics[f"rel_l2_solver_{factor}x"] = curves[f"solver on {factor}x grid"].mean().item()
-                if metrics["rel_l2"] <= metrics[f"rel_l2_solver_{factor}x"]:
-                    accurate_as = factor
+                if metrics["rel_l2"] <= metrics[f"rel_l2_solver_{factor}x"] and _diverged_step(per_step) is None:
+                    accurate_as = factor  # a diverged hybrid is as accurate as no solver, diverged or not
             metrics["as_accurate_as"] = float(accurate_as)
         for name, curve in curves.items():
             if (step := _diverged_step(curve)) is not None:
@@ -353,7 +353,7 @@ class Hybrid(Model):
             seconds = time.perf_counter() - start
             facts[f"solver_{factor}x_rel_l2"] = _rel_l2(plain[:, 1:], reference[:, 1:], self.n_dims).mean().item()
             facts[f"solver_{factor}x_s"] = seconds
-            if equal is None and facts[f"solver_{factor}x_rel_l2"] <= error:
+            if equal is None and math.isfinite(error) and facts[f"solver_{factor}x_rel_l2"] <= error:
                 equal = factor
         if equal is not None:
             facts["equal_error_grid"] = equal
