@@ -156,6 +156,9 @@ def test_a_rollout_that_blows_up_scores_inf_and_names_the_step_it_was_lost(tmp_p
     assert metrics["diverged_step_hybrid"] == lost
     assert metrics["rel_l2"] > 1 and metrics["improvement_over_coarse"] < 1
     assert "diverged_step_coarse" not in metrics and metrics["rel_l2_coarse"] < 0.1
+    test = model.evaluate(p, split="test").metrics  # beside the solver on the 2x grid
+    assert test["rel_l2_solver_2x"] < 0.1 and "diverged_step_hybrid" in test
+    assert test["as_accurate_as"] == 1 and test["improvement_over_coarse"] < 1
     reference = torch.ones(2, 3, 4, 4, dtype=torch.float64)
     overflowed = reference.clone()
     overflowed[0, 2, 1, 1] = math.nan  # an inf - inf somewhere in an overflowing step
