@@ -209,7 +209,7 @@ def curves_figure(x: Tensor, curves: dict[str, Sequence[float]], xlabel: str, yl
     for name, values in curves.items():
         y = np.asarray(values, dtype=float)
         ax.semilogy(_np(x), y, label=name)
-        top = max(top, float(np.nanmax(np.where(np.isfinite(y), y, np.nan), initial=0.0)))
+        top = max(top, float(y[np.isfinite(y)].max(initial=0.0)))
     if ceiling is not None and top > ceiling:
         ax.set_ylim(top=ceiling)
     ax.set_xlabel(xlabel)

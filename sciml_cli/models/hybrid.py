@@ -249,6 +249,8 @@ class Hybrid(Model):
         curves = {"hybrid": per_step}
         coarse = self.trajectories(problem, split, "solver", self.resolution)
         curves["coarse solver"] = _rel_l2(coarse[:, 1:], reference[:, 1:], self.n_dims).mean(0)
+        keys = {"hybrid": "hybrid", "coarse solver": "coarse"}  # curve -> metric suffix
+        hybrid_lost = _diverged_step(per_step)
         metrics = {
             "rel_l2": per_step.mean().item(),
             "rel_l2_last_step": per_step[-1].item(),
@@ -267,14 +269,14 @@ class Hybrid(Model):
                 finer = problem.solver_trajectories(split, reference.shape[0], n_steps, n)
                 metrics[f"seconds_solver_{factor}x"] = time.perf_counter() - start
                 curves[f"solver on {factor}x grid"] = _rel_l2(finer[:, 1:], reference[:, 1:], self.n_dims).mean(0)
+                keys[f"solver on {factor}x grid"] = f"solver_{factor}x"
                 metrics[f"rel_l2_solver_{factor}x"] = curves[f"solver on {factor}x grid"].mean().item()
-                if metrics["rel_l2"] <= metrics[f"rel_l2_solver_{factor}x"] and _diverged_step(per_step) is None:
+                if metrics["rel_l2"] <= metrics[f"rel_l2_solver_{factor}x"] and hybrid_lost is None:
                     accurate_as = factor  # a diverged hybrid is as accurate as no solver, diverged or not
             metrics["as_accurate_as"] = float(accurate_as)
         for name, curve in curves.items():
             if (step := _diverged_step(curve)) is not None:
-                key = {"hybrid": "hybrid", "coarse solver": "coarse"}.get(name, name.replace("solver on ", "solver_")[:-5])
-                metrics[f"diverged_step_{key}"] = float(step)
+                metrics[f"diverged_step_{keys[name]}"] = float(step)
         x = torch.arange(self.resolution, dtype=torch.float64) / self.resolution
         grid = {"t": torch.arange(1, n_steps + 1, dtype=torch.float64) * self.dt,
                 **{name: x for name in ("x", "y")[:self.n_dims]}}

@@ -23,8 +23,9 @@ def pointwise(layer: nn.Module, v: Tensor) -> Tensor:
     channel axis 1 of ``v`` ``[B, C, *S]``: a 1x1 convolution.
 
     A linear layer is one batched ``W [C, N]`` product per sample on the flattened grid, which
-    keeps the channels-first layout: moving the channels last for ``nn.Linear`` costs two copies
-    of the field and leaves the next FFT a strided one (2.5x slower on a CPU at 16 x 24 x 32 x 32).
+    keeps the channels-first layout: moving the channels last for ``nn.Linear`` costs copies of
+    the field and leaves the next FFT a strided one (that path alone is 2.5x slower on a CPU at
+    16 x 24 x 32 x 32).
     """
     if isinstance(layer, nn.Sequential):
         for sub in layer:
