@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import subprocess
 import sys
@@ -94,6 +93,7 @@ def schemes(preset: str, extra: list[str], samples: int = 4, steps: int = 50) ->
 
     from sciml_cli import config
     from sciml_cli.commands import compose
+    from sciml_cli.models.hybrid import _diverged_step, _rel_l2
 
     cfg, _ = compose("train", [f"experiment={preset}", *extra])
     cls = config.import_target(cfg.problem._target_, "problem")
@@ -107,10 +107,9 @@ def schemes(preset: str, extra: list[str], samples: int = 4, steps: int = 50) ->
         row = []
         for factor in (1, 2, 4):
             plain = problem.solver_trajectories("test", samples, steps, factor * problem.coarse_resolution)
-            error = ((plain - reference)[:, 1:].flatten(2).norm(dim=-1) / reference[:, 1:].flatten(2).norm(dim=-1))
-            curve = error.nan_to_num(nan=math.inf).mean(0)
-            lost = (curve > 1).nonzero()
-            row.append(f"diverges at step {int(lost[0, 0]) + 1}" if len(lost) else f"{curve.mean().item():.2e}")
+            curve = _rel_l2(plain[:, 1:], reference[:, 1:], reference.dim() - 2).mean(0)
+            lost = _diverged_step(curve)
+            row.append(f"{curve.mean().item():.2e}" if lost is None else f"diverges at step {lost}")
         print(f"  {scheme:10s} " + "  ".join(f"{f}x: {e}" for f, e in zip((1, 2, 4), row)))
 
 
@@ -167,7 +166,6 @@ def main() -> None:
     for key, label in (("1x", "coarse solver alone"), ("2x", "solver on the 2x grid"), ("4x", "solver on the 4x grid")):
         curve = loop["curves"].get("coarse solver" if key == "1x" else f"solver on {key} grid")
         if curve is not None:
-            curve = [math.inf if math.isnan(v) else v for v in curve]  # JSON-safe curves keep nan
             rows.append((label, sum(curve) / len(curve), curve[-1], s.get(f"solver_{key}"),
                          m.get("diverged_step_coarse" if key == "1x" else f"diverged_step_solver_{key}")))
     for name, mean, last, sec, lost in rows:
