@@ -69,6 +69,18 @@ def test_interior_samples_fill_the_domain_by_area(domain):
     torch.testing.assert_close(share, expected / expected.sum(), atol=3e-3, rtol=0)
 
 
+@pytest.mark.parametrize("domain", ["lshape", "slit"])
+def test_interior_samples_never_lie_on_the_boundary(domain):
+    # seed 1939 draws a Sobol coordinate of exactly 0, a point on the bounding box's edge; its
+    # distance function's derivatives are nan there, which once turned a resampled PINN's loss nan
+    p = poisson(domain)
+    x = p.sample_interior(4000, 1939).requires_grad_(True)
+    assert torch.stack(p.geometry.segment_distances(x.detach())).amin() > 1e-12
+    g, phi = p.constraint(x)
+    grad = torch.autograd.grad((g + phi).sum(), x)[0]
+    assert torch.isfinite(grad).all()
+
+
 @pytest.mark.parametrize("domain, dim", [("square", 2), ("cube", 10), ("lshape", 2), ("slit", 2)])
 def test_distance_function_vanishes_on_the_boundary_and_is_positive_inside(domain, dim):
     p = poisson(domain, dim)

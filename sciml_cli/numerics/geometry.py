@@ -150,8 +150,10 @@ class Polygon:
         return torch.cat(taken)[:n].to(**factory)
 
     def _strict(self, x: Tensor) -> Tensor:
-        """Inside and off every segment (slits have no area but would be sampled)."""
-        return self._inside(x) & (self.distance(x) > 0)
+        """Inside and off every segment: slits have no area but would be sampled, and a Sobol
+        coordinate can be exactly 0, which puts a point on the box's edge, where the distance
+        function's derivatives are undefined."""
+        return self._inside(x) & (torch.stack(self.segment_distances(x)).amin(0) > 0)
 
     def sample_boundary(self, n: int, seed: int, **factory) -> Tensor:
         """Uniform by arc length: a Sobol number in ``[0, L)`` walks along the segments."""
