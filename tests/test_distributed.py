@@ -4,11 +4,16 @@ any number of processes."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
-from conftest import TINY, TINY_FNO, only_run_dir
+from conftest import SCIML, TINY, TINY_FNO, only_run_dir
 
 from sciml_cli.training import checkpoint
 
@@ -61,6 +66,53 @@ def test_operator_data_split_over_two_processes_resumes_on_one(sciml):
     assert m2["val/rel_l2"] == pytest.approx(m1["val/rel_l2"], rel=1e-9)
     for name, w in s1["model"].items():
         torch.testing.assert_close(s2["model"][name], w, rtol=1e-9, atol=1e-12)
+
+
+def test_sigterm_stops_every_rank_at_one_step_and_the_run_resumes_bit_for_bit(sciml):
+    """SIGTERM to ``trainer.devices=2`` (what a cluster sends the job) reaches both ranks: they
+    agree on the step, rank 0 saves it, the parent exits 143 with rank 0's message in its JSON,
+    and ``resume=auto`` on 2 processes ends where an uninterrupted 2-process run does."""
+    args = [*PINN, "optim=adam_lbfgs", "optim.steps=60", "optim.lbfgs_steps=5", "trainer.checkpoint_every=10",
+            "trainer.devices=2"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen([*SCIML, "train", *args, "output=json"], cwd=sciml.cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    base = sciml.cwd / "outputs" / "train" / "heat-pinn"
+    deadline = time.time() + 120
+    while not list(base.glob("*/checkpoints/last.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.startswith("sciml: stopped: SIGTERM at step") and err.count("\n") == 1, err
+    run = only_run_dir(base)
+    result = json.loads(out)
+    assert (result["status"], result["exit_code"], result["run_dir"]) == ("interrupted", 143, str(run))
+    assert result["error"].startswith("SIGTERM at step")
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+
+    sciml("train", *args, "resume=auto", check=True)
+    assert only_run_dir(base) == run  # continued in place
+    sciml("train", *args, "paths.outputs=whole", check=True)
+    whole = only_run_dir(sciml.cwd / "whole" / "train" / "heat-pinn")
+    (a, cut), (b, full) = _final(run), _final(whole)
+    a.pop("wall_time_s"), b.pop("wall_time_s")
+    assert a == b and a["step"] == 65
+    assert all(torch.equal(cut["model"][k], w) for k, w in full["model"].items())
+
+
+def test_a_sweep_of_data_parallel_jobs_records_each_jobs_result_and_error(sciml):
+    """Each job of a sweep with ``trainer.devices=2`` starts its own ranks in its own directory; a
+    job whose loss overflows is recorded as failed with rank 0's message, not an exit code."""
+    proc = sciml("sweep", *TINY, "optim.steps=20", "trainer.devices=2", "optim.lr=1e-3,1e30")
+    assert proc.returncode == 1, proc.stderr
+    sweep = only_run_dir(sciml.cwd / "outputs" / "sweep")
+    with open(sweep / "summary.csv") as f:
+        rows = {int(r["job"]): r for r in csv.DictReader(f)}
+    assert rows[0]["status"] == "finished" and float(rows[0]["value"]) < 1
+    assert json.loads((sweep / "0" / "run.json").read_text())["devices"] == 2
+    assert rows[1]["status"] == "failed"
+    assert rows[1]["error"].startswith("loss term") and " is inf at step " in rows[1]["error"], rows[1]["error"]
 
 
 def test_more_devices_than_the_machine_has_is_a_config_error(sciml):

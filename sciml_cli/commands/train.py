@@ -297,10 +297,11 @@ def _continue_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) -> int:
+def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) -> tuple[int, str | None]:
     """Run this training in ``n`` processes on this machine (``trainer.devices=n``), with the
     environment ``torchrun`` would give them, all in ``run_dir``; returns rank 0's exit code (or
-    the first failure's). Signals reach every rank; a rank that fails stops the others."""
+    the first failure's) and, for a failure, its message. Signals reach every rank; a rank that
+    fails stops the others."""
     import os
     import signal
     import socket
@@ -314,7 +315,7 @@ def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) 
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     skip = ("hydra.run.dir=", "output=", "resume=")
-    args = [o for o in overrides if not o.lstrip("+").startswith(skip)] + [f"hydra.run.dir={run_dir}", "output=text"]
+    args = [o for o in overrides if not o.lstrip("+").startswith(skip)] + [f"hydra.run.dir={run_dir}"]
     if cfg.resume is not None:
         args.append(f"resume={run_dir if str(cfg.resume) == 'auto' else cfg.resume}")
     base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(n)}
@@ -322,9 +323,11 @@ def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) 
         # the cores shared out: ranks that each spin up every core's thread slow each other 10x
         base["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
     logs = [tempfile.TemporaryFile(mode="w+") for _ in range(1, n)]
+    result = tempfile.TemporaryFile(mode="w+")  # rank 0's JSON object: the error a failure names
     # the parent wrote .hydra/ and opened the log, which rank 0 appends to (run_app quiets the others)
     args.append("hydra.output_subdir=null")
-    procs = [subprocess.Popen([sys.executable, "-m", "sciml_cli", "train", *args], stdout=subprocess.DEVNULL,
+    procs = [subprocess.Popen([sys.executable, "-m", "sciml_cli", "train", *args, "output=json" if rank == 0 else "output=text"],
+                              stdout=result if rank == 0 else subprocess.DEVNULL,
                               stderr=None if rank == 0 else logs[rank - 1],
                               env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in range(n)]
 
@@ -349,14 +352,22 @@ def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) 
         for s, h in previous.items():
             signal.signal(s, h)
     codes = [p.returncode for p in procs]
+    result.seek(0)
+    lines = result.read().splitlines()
+    try:
+        error = json.loads(lines[-1]).get("error") if lines else None
+    except ValueError:
+        error = None
     if codes[0] == 0 and any(codes):  # a rank failed where rank 0 did not say why: its last line
         rank = next(i for i, c in enumerate(codes) if c)
         logs[rank - 1].seek(0)
         lines = [ln for ln in logs[rank - 1].read().splitlines() if ln.strip()]
-        sys.stderr.write(f"sciml: error: rank {rank} failed (exit {codes[rank]}): {lines[-1] if lines else ''}\n")
-    for f in logs:
+        error = f"rank {rank} failed (exit {codes[rank]}): {lines[-1] if lines else ''}"
+        sys.stderr.write(f"sciml: error: {error}\n")
+    for f in [*logs, result]:
         f.close()
-    return codes[0] if codes[0] > 0 else next((c if c > 0 else 128 - c for c in codes if c), 0)
+    code = codes[0] if codes[0] > 0 else next((c if c > 0 else 128 - c for c in codes if c), 0)
+    return code, error if code else None
 
 
 def task(cfg: DictConfig) -> float | None:
@@ -383,11 +394,13 @@ def task(cfg: DictConfig) -> float | None:
             return done.get(f"val/{done['val_metric']}")
         devices = int(cfg.trainer.get("devices", 1))
         if devices > 1 and distributed.world_size() == 1:  # start the ranks; rank 0 writes the run
-            code = _launch_ranks(cfg, run_dir, list(hc.overrides.task), devices)
+            code, error = _launch_ranks(cfg, run_dir, list(hc.overrides.task), devices)
             if code:
                 if multirun and code < 128:
-                    rundir.write_json(run_dir / "metrics.json", {"status": "failed", "error": f"exit {code}"})
+                    rundir.write_json(run_dir / "metrics.json", {"status": "failed", "error": error or f"exit {code}"})
                     return None
+                if error:
+                    output.note_error(error)
                 sys.exit(code)
             metrics = json.loads((run_dir / "metrics.json").read_text())
         else:
