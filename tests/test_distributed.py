@@ -99,6 +99,16 @@ def test_sigterm_stops_every_rank_at_one_step_and_the_run_resumes_bit_for_bit(sc
     a.pop("wall_time_s"), b.pop("wall_time_s")
     assert a == b and a["step"] == 65
     assert all(torch.equal(cut["model"][k], w) for k, w in full["model"].items())
+    # the run's log tells the story once (rank 0 writes it): start, the stop, the resume, the end
+    story = [line.split(" - ", 1)[1] for line in (run / "train.log").read_text().splitlines()]
+    events = [line.split(":")[0].split(" at ")[0] for line in story if not line.startswith(("step ", "phase "))]
+    assert events == ["started", "stopped", "resumed", "finished"], story
+    assert story[0].startswith("started: PINN on Heat,") and ", 2 processes, phases adam 60, lbfgs 5;" in story[0]
+    assert any(line.startswith("stopped: SIGTERM at step") for line in story)
+    assert story[-1].startswith("finished at step 65 ")
+    validations = [line for line in story if line.startswith("step ")]
+    assert [int(v.split()[1].rstrip(":")) for v in validations] == [20, 40, 60, 65]
+    assert all(", val rel_l2 " in v for v in validations)
 
 
 def test_a_sweep_of_data_parallel_jobs_records_each_jobs_result_and_error(sciml):
@@ -113,6 +123,7 @@ def test_a_sweep_of_data_parallel_jobs_records_each_jobs_result_and_error(sciml)
     assert json.loads((sweep / "0" / "run.json").read_text())["devices"] == 2
     assert rows[1]["status"] == "failed"
     assert rows[1]["error"].startswith("loss term") and " is inf at step " in rows[1]["error"], rows[1]["error"]
+    assert f"[ERROR] - stopped: {rows[1]['error']}" in (sweep / "1" / "sweep.log").read_text()
 
 
 def test_more_devices_than_the_machine_has_is_a_config_error(sciml):

@@ -324,8 +324,11 @@ def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) 
         base["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
     logs = [tempfile.TemporaryFile(mode="w+") for _ in range(1, n)]
     result = tempfile.TemporaryFile(mode="w+")  # rank 0's JSON object: the error a failure names
-    # the parent wrote .hydra/ and opened the log, which rank 0 appends to (run_app quiets the others)
-    args.append("hydra.output_subdir=null")
+    # the parent wrote .hydra/ and opened the log (train.log, a sweep job's sweep.log), which rank 0
+    # appends to (run_app quiets the others)
+    from hydra.core.hydra_config import HydraConfig
+
+    args += ["hydra.output_subdir=null", f"hydra.job.name={HydraConfig.get().job.name}"]
     procs = [subprocess.Popen([sys.executable, "-m", "sciml_cli", "train", *args, "output=json" if rank == 0 else "output=text"],
                               stdout=result if rank == 0 else subprocess.DEVNULL,
                               stderr=None if rank == 0 else logs[rank - 1],

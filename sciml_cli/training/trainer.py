@@ -34,6 +34,10 @@ from . import checkpoint, distributed
 from .callbacks import Callback
 
 log = logging.getLogger(__name__)
+#: the run's story for its log file (train.log): start or resume, phases, validations, how it
+#: ended. Only the file hears it (configs/train.yaml); without a configured handler it is silent.
+run_log = logging.getLogger("sciml.run")
+run_log.addHandler(logging.NullHandler())
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -75,6 +79,10 @@ def _slurm_requeue() -> bool:
     if done.returncode != 0:
         log.warning("scontrol requeue %s failed: %s", job, done.stderr.strip())
     return done.returncode == 0
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}"
 
 
 def _restore_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
@@ -262,6 +270,8 @@ class Trainer:
         if resume is not None:
             pending_optim = self._restore(resume)
         distributed.broadcast_([*model.parameters(), *model.buffers()])  # the same start on every rank
+        if self.rank == 0:
+            self._log_start(resume)
         for cb in self.callbacks:
             cb.on_fit_start(self)
         start = time.perf_counter()
@@ -272,6 +282,9 @@ class Trainer:
                     self.phase_index = index
                     phase = self.phases[index]
                     model.start_phase(problem, phase.name)
+                    if self.rank == 0 and len(self.phases) > 1 and self.phase_step < phase.steps:
+                        run_log.info("phase %d/%d, %s: steps %d to %d", index + 1, len(self.phases), phase.name,
+                                     self.step + 1, self.step + phase.steps - self.phase_step)
                     # listed once per phase: walking the module tree every step cost a few per cent of a small PINN step
                     self._params = [p for p in model.parameters() if p.requires_grad]
                     self.optimizer = phase.optimizer(self._params)
@@ -301,14 +314,20 @@ class Trainer:
                     self._validate()
                 self.elapsed = elapsed0 + time.perf_counter() - start
                 self.save("last.pt")
-        except BaseException:
+        except BaseException as err:
             for cb in self.callbacks:  # the error that stopped the run is the one to report
                 with contextlib.suppress(Exception):
                     cb.close()
+            if self.rank == 0:
+                level = logging.WARNING if isinstance(err, (Interrupted, KeyboardInterrupt)) else logging.ERROR
+                run_log.log(level, "stopped: %s", str(err) or type(err).__name__)
             raise
         for cb in self.callbacks:
             cb.close()
         summary = self.summary()
+        if self.rank == 0:
+            run_log.info("finished at step %d after %.0f s of training; best %s %s", self.step, self.elapsed,
+                         self.val_metric, _number(self.best))
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
         return summary
@@ -385,9 +404,13 @@ class Trainer:
         self.model.train()
         self.last_eval, self._validated_at = evaluation, self.step
         value = evaluation.metrics[self.val_metric]
-        if self.problem.better(value, self.best):
+        improved = self.problem.better(value, self.best)
+        if improved:
             self.best = value
             self.save("best.pt")
+        loss = self.last_logs.get("loss/total")
+        run_log.info("step %d: loss %s, val %s %s%s", self.step, _number(loss) if loss is not None else "-",
+                     self.val_metric, _number(value), " (best so far: best.pt)" if improved else "")
         for cb in self.callbacks:
             cb.on_validation(self, evaluation)
 
@@ -428,6 +451,17 @@ class Trainer:
         self.last_logs = dict(state.get("last_logs", {}))
         checkpoint.set_rng_state(state["rng"])
         return {"optimizer": state["optimizer"], "scheduler": state["scheduler"]}
+
+    def _log_start(self, resume: dict[str, Any] | None) -> None:
+        model, problem = self.model, self.problem
+        n = sum(p.numel() for p in model.parameters())
+        what = (f"{type(model).__name__} on {type(problem).__name__}, {n:,} parameters, {self.device} "
+                f"{str(self.dtype).removeprefix('torch.')}" + (f", {self.world} processes" if self.world > 1 else "")
+                + ", phases " + ", ".join(f"{p.name} {p.steps}" for p in self.phases))
+        if resume is None:
+            run_log.info("started: %s; %d steps, seed %d", what, self.total_steps, self.seed)
+        else:
+            run_log.info("resumed at step %d of %d: %s", self.step, self.total_steps, what)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"step": self.step, "wall_time_s": round(self.elapsed, 3)}
