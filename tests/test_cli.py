@@ -84,6 +84,8 @@ def test_shell_completion_completes_groups_through_the_dispatcher(sciml):
         ("model.activation=swish", "model.activation", "tanh, sin, sigmoid, softplus, arctan, elu, relu, relu3, gaussian, prelu, identity"),
         ("model.learn={nu:0.0} model.n_observations=10", "model.learn", "no coefficient 'nu' (coefficients: kappa)"),
         ("model.hard_constraints=true problem=burgers problem.setup=fno", "problem", "offers operator data"),
+        ("model.adaptive=rad model.resample_every=10 model.n_interior=3000 model.rad_pool=2000", "model.rad_pool",
+         "raise rad_pool to at least 3000"),
         ("model.widht=3", "model.widht", "valid: width, depth"),
         ("trainer.dtype=float16", "trainer.dtype", "float32, float64"),
         ("trainer.device=tpu", "trainer.device", "valid: auto"),

@@ -173,6 +173,9 @@ class PINN(FieldModel):
             raise ValueError(f"model.n_observations: {type(problem).__name__} offers no observations")
         if resample_every == 0 and adaptive == "rad":
             raise ValueError("model.adaptive: rad redraws points every model.resample_every steps; set it > 0")
+        if adaptive == "rad" and rad_pool < n_interior:
+            raise ValueError(f"model.rad_pool: RAD picks model.n_interior={n_interior} points among "
+                             f"{rad_pool} candidates; raise rad_pool to at least {n_interior}")
 
         self.net = MLP(len(coords), problem.n_outputs, width, depth, activation, init,
                        input_bounds=problem.bounds, fourier_features=fourier_features,

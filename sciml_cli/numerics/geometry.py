@@ -24,6 +24,26 @@ from .sampling import sobol
 _TINY = 1e-30
 
 
+def _interior(n: int, bounds: Sequence[tuple[float, float]], seed: int, strict: Callable[[Tensor], Tensor],
+              ratio: float, factory: dict) -> Tensor:
+    """The first ``n`` scrambled Sobol points of the box ``bounds`` that ``strict`` keeps, judged
+    after the cast to the dtype asked for: a point a float64 draw puts just inside, float32 may
+    round onto the boundary (and a Sobol coordinate can be exactly 0), where a distance function's
+    derivatives are undefined. ``ratio``: box volume over the domain's, to size each draw."""
+    dtype = factory.get("dtype") or torch.float64
+    engine = torch.quasirandom.SobolEngine(len(bounds), scramble=True, seed=seed)
+    lo = torch.tensor([b[0] for b in bounds], dtype=torch.float64)
+    hi = torch.tensor([b[1] for b in bounds], dtype=torch.float64)
+    taken, have, size = [], 0, n
+    while have < n:
+        draw = (lo + (hi - lo) * engine.draw(size, dtype=torch.float64)).to(dtype)
+        keep = draw[strict(draw.double())]
+        taken.append(keep)
+        have += len(keep)
+        size = int(1.1 * (n - have) * ratio) + 64
+    return torch.cat(taken)[:n].to(**factory)
+
+
 def _join(pieces: Sequence[Tensor]) -> Tensor:
     """R-equivalence of the pieces' distance functions (Sukumar & Srivastava 2022, eq. 11, m = 1)."""
     return 1.0 / sum(1.0 / p.clamp_min(_TINY) for p in pieces)
@@ -58,7 +78,12 @@ class Box:
         return b[:, 0], b[:, 1]
 
     def sample_interior(self, n: int, seed: int, **factory) -> Tensor:
-        return sobol(n, self.bounds, seed, **factory)
+        """``n`` Sobol points strictly inside, in the dtype asked for (see :func:`_interior`)."""
+        def strict(x: Tensor) -> Tensor:
+            lo, hi = self._ends(x)
+            return ((x > lo) & (x < hi)).all(dim=1)
+
+        return _interior(n, self.bounds, seed, strict, 1.0, factory)
 
     def sample_boundary(self, n: int, seed: int, **factory) -> Tensor:
         """Uniform by area: the first Sobol coordinate picks a face in proportion to its area
@@ -135,19 +160,10 @@ class Polygon:
         return self._inside(x)
 
     def sample_interior(self, n: int, seed: int, **factory) -> Tensor:
-        """Sobol points of the bounding box that fall in the domain (rejection), the first ``n``
-        of them; the same ``seed`` gives the same points."""
-        engine = torch.quasirandom.SobolEngine(2, scramble=True, seed=seed)
-        lo = torch.tensor([b[0] for b in self.bounds], dtype=torch.float64)
-        hi = torch.tensor([b[1] for b in self.bounds], dtype=torch.float64)
-        box_area = float(torch.prod(hi - lo))
-        taken, have = [], 0
-        while have < n:
-            draw = lo + (hi - lo) * engine.draw(int(1.1 * (n - have) * box_area / self.measure) + 64, dtype=torch.float64)
-            keep = draw[self._strict(draw)]
-            taken.append(keep)
-            have += len(keep)
-        return torch.cat(taken)[:n].to(**factory)
+        """Sobol points of the bounding box that fall strictly in the domain (rejection), the
+        first ``n`` of them; the same ``seed`` gives the same points (see :func:`_interior`)."""
+        box_area = math.prod(hi - lo for lo, hi in self.bounds)
+        return _interior(n, self.bounds, seed, self._strict, box_area / self.measure, factory)
 
     def _strict(self, x: Tensor) -> Tensor:
         """Inside and off every segment: slits have no area but would be sampled, and a Sobol
