@@ -111,6 +111,49 @@ def test_sigterm_stops_every_rank_at_one_step_and_the_run_resumes_bit_for_bit(sc
     assert all(", val rel_l2 " in v for v in validations)
 
 
+def _start_until(sciml, args, marker, **popen):
+    """Start ``sciml train args`` and wait until its run's log holds ``marker``."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen([*SCIML, "train", *args, "output=json"], cwd=sciml.cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **popen)
+    base = sciml.cwd / "outputs" / "train" / "heat-pinn"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not any(
+            marker in log.read_text() for log in base.glob("*/train.log")):
+        time.sleep(0.05)
+    return proc, base
+
+
+def test_ctrl_c_at_the_terminal_checkpoints_a_multi_rank_run(sciml):
+    """A terminal's Ctrl-C goes to the whole foreground process group. The ranks live in sessions
+    of their own, so each gets SIGINT once, from the parent; before, the second copy read as a
+    second Ctrl-C and the run stopped without a checkpoint."""
+    args = [*PINN, "optim.steps=4000", "trainer.checkpoint_every=1000", "trainer.devices=2"]
+    proc, base = _start_until(sciml, args, "step 40:", start_new_session=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    result = json.loads(out)
+    assert result["status"] == "interrupted" and result["error"].startswith("SIGINT at step"), result
+    step = int(result["error"].split()[3].split("/")[0])
+    assert checkpoint.load(only_run_dir(base) / "checkpoints" / "last.pt")["step"] == step >= 40
+
+
+def test_ranks_whose_parent_is_killed_checkpoint_and_stop(sciml):
+    """SIGKILL to the parent (an OOM killer, a scheduler's hard kill) cannot be passed on; the
+    ranks then get SIGTERM from the kernel, agree on a step, and rank 0 saves it."""
+    args = [*PINN, "optim.steps=4000", "trainer.checkpoint_every=1000", "trainer.devices=2"]
+    proc, base = _start_until(sciml, args, "step 40:")
+    proc.kill()
+    proc.communicate(timeout=60)
+    run = only_run_dir(base)
+    deadline = time.time() + 60
+    while "stopped: SIGTERM" not in (run / "train.log").read_text() and time.time() < deadline:
+        time.sleep(0.1)
+    assert "stopped: SIGTERM at step" in (run / "train.log").read_text()  # logged after the save
+    assert checkpoint.load(run / "checkpoints" / "last.pt")["step"] >= 40
+
+
 def test_a_sweep_of_data_parallel_jobs_records_each_jobs_result_and_error(sciml):
     """Each job of a sweep with ``trainer.devices=2`` starts its own ranks in its own directory; a
     job whose loss overflows is recorded as failed with rank 0's message, not an exit code."""

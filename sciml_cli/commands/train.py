@@ -297,6 +297,17 @@ def _continue_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+def _terminate_with_parent() -> None:
+    """In a child before it starts (Linux): SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the ranks then outlive a killed parent
+        pass
+
+
 def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) -> tuple[int, str | None]:
     """Run this training in ``n`` processes on this machine (``trainer.devices=n``), with the
     environment ``torchrun`` would give them, all in ``run_dir``; returns rank 0's exit code (or
@@ -329,10 +340,14 @@ def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) 
     from hydra.core.hydra_config import HydraConfig
 
     args += ["hydra.output_subdir=null", f"hydra.job.name={HydraConfig.get().job.name}"]
+    # each rank in a session of its own: a Ctrl-C at the terminal reaches the parent alone, which
+    # passes it on once (a rank that got it twice would take it for a second Ctrl-C and stop
+    # without a checkpoint); a rank whose parent dies is sent SIGTERM, so it checkpoints and stops
     procs = [subprocess.Popen([sys.executable, "-m", "sciml_cli", "train", *args, "output=json" if rank == 0 else "output=text"],
                               stdout=result if rank == 0 else subprocess.DEVNULL,
                               stderr=None if rank == 0 else logs[rank - 1],
-                              env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in range(n)]
+                              env={**base, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                              start_new_session=True, preexec_fn=_terminate_with_parent) for rank in range(n)]
 
     def forward(signum, frame):
         for p in procs:
