@@ -185,3 +185,17 @@ def test_the_study_direction_is_the_problems():
 
     cfg, _ = compose("sweep", ["experiment=lgd_ct_small", "hparams_search=fno_burgers_quick"], keep_hydra=True)
     assert cfg.hydra.sweeper.direction == "maximize"
+
+
+def test_a_sweep_relaunched_with_other_settings_stops_and_keeps_the_finished_runs(sciml):
+    """A sweep directory holding finished jobs of other settings: the relaunch stops at the first
+    job with one line naming hydra.sweep.dir, and the finished run's result stays as it was."""
+    sciml("sweep", *TINY, "optim.steps=20", "model.width=8,16", "hydra.sweep.dir=sw", check=True)
+    before = (sciml.cwd / "sw" / "0" / "metrics.json").read_text()
+    proc = sciml("sweep", *TINY, "optim.steps=20", "model.width=4", "hydra.sweep.dir=sw")
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("sciml:")]
+    assert len(errors) == 1 and errors[0].startswith("sciml: config error: hydra.sweep.dir:"), proc.stderr
+    assert "holds a run of other model settings" in errors[0] and "Traceback" not in proc.stderr
+    assert (sciml.cwd / "sw" / "0" / "metrics.json").read_text() == before
+    assert json.loads(before)["status"] == "finished"

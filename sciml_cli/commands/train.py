@@ -408,6 +408,11 @@ def task(cfg: DictConfig) -> float | None:
         output.context(run_dir=str(run_dir), name=name)
     try:
         done = _continue_job(cfg, run_dir) if multirun else None
+    except ConfigError as err:  # the directory holds another run: stop the sweep, leave the run as it is
+        if full_error():
+            raise
+        sys.exit(report(err))
+    try:
         if done is not None:
             return done.get(f"val/{done['val_metric']}")
         devices = int(cfg.trainer.get("devices", 1))
