@@ -171,6 +171,28 @@ def test_sigterm_from_outside_leaves_a_resumable_checkpoint(tmp_path):
     assert cut.keys() == full.keys() and all(torch.equal(cut[k], full[k]) for k in cut)
 
 
+def test_a_stop_signal_after_the_last_step_waits_for_the_runs_last_files(tmp_path):
+    """SIGTERM once training has finished, while the run writes its plots and metrics: the run
+    ends finished with all its files, instead of being cut off half-written (run.json saying
+    "running", no metrics.json)."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen([*SCIML, "train", *TINY, "output=json"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    base = tmp_path / "outputs" / "train" / "heat-pinn"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not any(
+            "finished at step" in log.read_text() for log in base.glob("*/train.log")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    run = only_run_dir(base)
+    assert json.loads(out)["status"] == "finished"
+    assert json.loads((run / "metrics.json").read_text())["step"] == 40
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert (run / "plots" / "loss.png").stat().st_size > 0
+
+
 def test_nan_loss_stops_with_the_step_and_term_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"at step \d+") as info:
         fit(["optim=sgd", "optim.lr=1e6", "optim.steps=200", "trainer.checkpoint_every=2",

@@ -247,12 +247,13 @@ def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, An
     metrics = {"status": "finished", "val_metric": problem.val_metric, "val_direction": problem.val_direction, **summary}
     if not writer:
         return metrics
-    if trainer.last_eval is not None:  # the model's own figures of its last validation
-        for key, fig in model.figures(problem, trainer.last_eval, f"step {trainer.step}").items():
-            plotting.save(fig, run_dir / "plots" / (f"prediction_{key}.png" if key else "prediction.png"))
-    plotting.save(plotting.loss_figure(trainer.history), run_dir / "plots" / "loss.png")
-    rundir.write_json(run_dir / "metrics.json", metrics)
-    rundir.write_json(run_dir / "run.json", {**info, "status": "finished", "wall_time_s": summary["wall_time_s"]})
+    with trainer.signals_held():
+        if trainer.last_eval is not None:  # the model's own figures of its last validation
+            for key, fig in model.figures(problem, trainer.last_eval, f"step {trainer.step}").items():
+                plotting.save(fig, run_dir / "plots" / (f"prediction_{key}.png" if key else "prediction.png"))
+        plotting.save(plotting.loss_figure(trainer.history), run_dir / "plots" / "loss.png")
+        rundir.write_json(run_dir / "metrics.json", metrics)
+        rundir.write_json(run_dir / "run.json", {**info, "status": "finished", "wall_time_s": summary["wall_time_s"]})
     return metrics
 
 

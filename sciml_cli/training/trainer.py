@@ -322,14 +322,15 @@ class Trainer:
                 level = logging.WARNING if isinstance(err, (Interrupted, KeyboardInterrupt)) else logging.ERROR
                 run_log.log(level, "stopped: %s", str(err) or type(err).__name__)
             raise
-        for cb in self.callbacks:
-            cb.close()
-        summary = self.summary()
-        if self.rank == 0:
-            run_log.info("finished at step %d after %.0f s of training; best %s %s", self.step, self.elapsed,
-                         self.val_metric, _number(self.best))
-        for cb in self.callbacks:
-            cb.on_fit_end(self, summary)
+        with self.signals_held():
+            for cb in self.callbacks:
+                cb.close()
+            summary = self.summary()
+            if self.rank == 0:
+                run_log.info("finished at step %d after %.0f s of training; best %s %s", self.step, self.elapsed,
+                             self.val_metric, _number(self.best))
+            for cb in self.callbacks:
+                cb.on_fit_end(self, summary)
         return summary
 
     def _train_step(self, phase: Phase) -> None:
@@ -485,6 +486,11 @@ class Trainer:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+    def signals_held(self) -> contextlib.AbstractContextManager[None]:
+        """Stop signals wait while a finished run writes its last files (a second Ctrl-C still
+        stops at once): a run stopped at its very end then ends finished, not half-written."""
+        return self._signals()
 
     def _interrupt(self) -> None:
         path = self.save("last.pt")
