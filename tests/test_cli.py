@@ -295,3 +295,19 @@ def test_sweep_checks_every_job_before_running_any(sciml):
     proc = sciml("sweep", *TINY, "model.width=4,-1")
     assert proc.returncode == 2 and "model.width: must be > 0, got -1" in proc.stderr
     assert not (sciml.cwd / "outputs").exists()
+
+
+def test_resume_may_lengthen_the_current_phase_but_not_a_finished_one(sciml):
+    """In its L-BFGS phase, a run's Adam phase is done: a longer Adam phase is a config error
+    (it used to be accepted and silently not run), a longer L-BFGS phase continues the run."""
+    args = [*TINY, "optim=adam_lbfgs", "optim.steps=20", "optim.lbfgs_steps=4"]
+    sciml("train", *args, check=True)
+    run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
+    before = (run / "metrics.json").read_text()
+    proc = sciml("train", f"resume={run}", "optim=adam_lbfgs", "optim.steps=30")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("sciml: config error: optim.phases.0.steps: phase 1 (adam) of this run is "
+                                  "finished after 20 steps and cannot become 30")
+    assert (run / "metrics.json").read_text() == before
+    sciml("train", f"resume={run}", "optim=adam_lbfgs", "optim.lbfgs_steps=8", check=True)
+    assert json.loads((run / "metrics.json").read_text())["step"] == 28

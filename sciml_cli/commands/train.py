@@ -98,7 +98,18 @@ def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str]
         raise ConfigError("resume", str(err)) from None
     merged = _resumed_config(state["config"], cfg, overrides)
     config.check(merged)
+    _check_finished_phases(merged, OmegaConf.create(state["config"]), state["phase_index"])
     _check_weights_fit(merged, state["model"], "resume", f"the weights in {path} do not fit the model with these overrides")
+
+
+def _check_finished_phases(merged: DictConfig, saved: DictConfig, index: int) -> None:
+    """A resumed run continues phase ``index``: the phases before it are done, so changing their
+    length would change nothing (the run would not go back); only the current and later phases can."""
+    for i, (now, then) in enumerate(zip(list(merged.optim.phases)[:index], list(saved.optim.phases)[:index])):
+        if int(now.steps) != int(then.steps):
+            raise ConfigError(f"optim.phases.{i}.steps", f"phase {i + 1} ({then.name}) of this run is finished after "
+                              f"{int(then.steps)} steps and cannot become {int(now.steps)}; the run is in phase "
+                              f"{index + 1}, whose steps (and later phases') can change")
 
 
 def _check_weights_fit(cfg: DictConfig, weights: dict[str, Any], key: str, message: str) -> None:
