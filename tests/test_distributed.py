@@ -39,7 +39,7 @@ def test_two_gloo_processes_give_the_one_process_numbers_and_resume_on_one(sciml
                                                     "tb", "train.log"]
     assert len(list((run / "tb").iterdir())) == 2  # the events and the hparams summary
     assert json.loads((run / "metrics.json").read_text())["step"] == 20
-    sciml("train", *PINN, f"resume={run}", check=True)
+    sciml("train", *PINN, f"resume={run}", "trainer.devices=1", check=True)
     sciml("train", *PINN, "paths.outputs=one", check=True)
     (m2, s2), (m1, s1) = _final(run), _final(only_run_dir(sciml.cwd / "one" / "train" / "heat-pinn"))
     assert m2["step"] == m1["step"] == 40
@@ -57,7 +57,7 @@ def test_operator_data_split_over_two_processes_resumes_on_one(sciml):
     fno = [*TINY_FNO, "optim.phases.0.scheduler=null", "trainer.dtype=float64", "trainer.callbacks.progress=null"]
     sciml("train", *fno, "optim.steps=20", "trainer.devices=2", check=True)
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-fno")
-    sciml("train", *fno, f"resume={run}", check=True)  # optim.steps=40 from TINY_FNO, on 1 process
+    sciml("train", *fno, f"resume={run}", "trainer.devices=1", check=True)  # optim.steps=40 from TINY_FNO
     sciml("train", *fno, "paths.outputs=one", "paths.data=outputs/data", check=True)
     one = only_run_dir(sciml.cwd / "one" / "train" / "burgers-fno")
     (m2, s2), (m1, s1) = _final(run), _final(one)
@@ -91,7 +91,8 @@ def test_sigterm_stops_every_rank_at_one_step_and_the_run_resumes_bit_for_bit(sc
     assert result["error"].startswith("SIGTERM at step")
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
 
-    sciml("train", *args, "resume=auto", check=True)
+    # resumed as the stop message says, without trainer.devices: the run's own 2 processes
+    sciml("train", *[a for a in args if a != "trainer.devices=2"], "resume=auto", check=True)
     assert only_run_dir(base) == run  # continued in place
     sciml("train", *args, "paths.outputs=whole", check=True)
     whole = only_run_dir(sciml.cwd / "whole" / "train" / "heat-pinn")
@@ -105,6 +106,7 @@ def test_sigterm_stops_every_rank_at_one_step_and_the_run_resumes_bit_for_bit(sc
     assert events == ["started", "stopped", "resumed", "finished"], story
     assert story[0].startswith("started: PINN on Heat,") and ", 2 processes, phases adam 60, lbfgs 5;" in story[0]
     assert any(line.startswith("stopped: SIGTERM at step") for line in story)
+    assert next(line for line in story if line.startswith("resumed")).count(", 2 processes,") == 1
     assert story[-1].startswith("finished at step 65 ")
     validations = [line for line in story if line.startswith("step ")]
     assert [int(v.split()[1].rstrip(":")) for v in validations] == [20, 40, 60, 65]

@@ -99,7 +99,18 @@ def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str]
     merged = _resumed_config(state["config"], cfg, overrides)
     config.check(merged)
     _check_finished_phases(merged, OmegaConf.create(state["config"]), state["phase_index"])
+    from ..training.trainer import check_devices, resolve_device
+
+    check_devices(int(merged.trainer.get("devices", 1)), resolve_device(str(merged.trainer.device)))
     _check_weights_fit(merged, state["model"], "resume", f"the weights in {path} do not fit the model with these overrides")
+
+
+def _resumed_devices(cfg: DictConfig, run_dir: Path) -> int:
+    """``trainer.devices`` of the run a ``resume=`` continues (its checkpoint's config)."""
+    from ..training import checkpoint
+
+    saved = OmegaConf.create(checkpoint.load(rundir.resume_checkpoint(str(cfg.resume), run_dir))["config"])
+    return int(OmegaConf.select(saved, "trainer.devices", default=1) or 1)
 
 
 def _check_finished_phases(merged: DictConfig, saved: DictConfig, index: int) -> None:
@@ -428,6 +439,9 @@ def task(cfg: DictConfig) -> float | None:
         if done is not None:
             return done.get(f"val/{done['val_metric']}")
         devices = int(cfg.trainer.get("devices", 1))
+        if (distributed.world_size() == 1 and cfg.resume is not None
+                and not any(o.lstrip("+").startswith("trainer.devices=") for o in hc.overrides.task)):
+            devices = _resumed_devices(cfg, run_dir)  # the bare `resume=<run>` a stop prints keeps the run's processes
         if devices > 1 and distributed.world_size() == 1:  # start the ranks; rank 0 writes the run
             code, error = _launch_ranks(cfg, run_dir, list(hc.overrides.task), devices)
             if code:
