@@ -311,3 +311,7 @@ def test_resume_may_lengthen_the_current_phase_but_not_a_finished_one(sciml):
     assert (run / "metrics.json").read_text() == before
     sciml("train", f"resume={run}", "optim=adam_lbfgs", "optim.lbfgs_steps=8", check=True)
     assert json.loads((run / "metrics.json").read_text())["step"] == 28
+    # an optim naming other phases is refused: the run keeps its own, and would not have run these
+    proc = sciml("train", f"resume={run}", "optim=adam", "optim.steps=40")
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        "sciml: config error: optim: a resumed run keeps its phases (adam, lbfgs), not adam;"), proc.stderr

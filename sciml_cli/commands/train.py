@@ -181,6 +181,11 @@ def _resumed_config(saved_yaml: str, composed: DictConfig, overrides: list[str])
     for group in RESUME_GROUPS:
         if (group in chosen or "experiment" in chosen) and composed[group]._target_ != saved[group]._target_:
             raise ConfigError(group, f"a resumed run keeps its {group} ({saved[group]._target_})")
+    if {"optim", "experiment"} & chosen:  # the groups are not applied: one naming other phases would be ignored
+        theirs, mine = ([str(p.name) for p in c.optim.phases] for c in (saved, composed))
+        if mine != theirs:
+            raise ConfigError("optim", f"a resumed run keeps its phases ({', '.join(theirs)}), not "
+                                       f"{', '.join(mine)}; change their keys instead (e.g. optim.steps=...)")
     for o in parsed:
         key = o.key_or_group
         if key == "resume" or key in GROUPS or key.startswith("hydra"):
