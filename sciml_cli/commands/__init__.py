@@ -415,6 +415,10 @@ def _quiet_full_disk_in_threads() -> None:
     threading.excepthook = hook
 
 
+#: stop signals that arrived before the training task could act on them (see :func:`run_app`)
+PENDING_SIGNALS: list[int] = []
+
+
 def run_app(command: str, app: Callable[[], Any], args: list[str],
             preflight: Callable[[list[str]], list[str] | None] | None) -> int:
     """Check ``args`` (unless only asking for help or a config print), hand them to Hydra, and
@@ -453,6 +457,12 @@ def run_app(command: str, app: Callable[[], Any], args: list[str],
         extra = [*(extra or []), "hydra.job_logging.root.handlers=[console]",
                  *([] if any(a.startswith("hydra.output_subdir=") for a in args) else ["hydra.output_subdir=null"])]
     sys.argv = [sys.argv[0], *args, *(extra or [])]  # a preflight may settle overrides (a study's remaining trials)
+    import signal
+
+    # until the training task takes over (`train`: its set-up raises them, its loop checkpoints),
+    # SIGTERM and SIGUSR1 are kept, not fatal: Hydra is making the run directory
+    held = [s for s in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None] if command == "train" else []
+    previous = {s: signal.signal(s, lambda signum, frame: PENDING_SIGNALS.append(signum)) for s in held}
     try:
         app()
         code = 0
@@ -461,4 +471,7 @@ def run_app(command: str, app: Callable[[], Any], args: list[str],
     except KeyboardInterrupt:  # a second Ctrl-C, which stops at once
         sys.stderr.write("sciml: interrupted\n")
         code = 130
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
     return output.finish(code)

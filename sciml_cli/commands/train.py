@@ -6,6 +6,7 @@ import contextlib
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,38 @@ def _resumed_config(saved_yaml: str, composed: DictConfig, overrides: list[str])
 
 
 def _train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    import signal
+
+    from ..training.trainer import STOP_SIGNALS
+    from . import PENDING_SIGNALS
+
+    # before the training loop (set-up, data generation) a stop signal ends the command with one
+    # line and its result (the loop has its own handlers, and holds signals while writing)
+    stop = _stopped_outside_the_loop(run_dir)
+    if PENDING_SIGNALS:  # one that came while Hydra made the run directory
+        stop(PENDING_SIGNALS.pop(), None)
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        return _train_run(cfg, run_dir, overrides)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _stopped_outside_the_loop(run_dir: Path) -> Callable[[int, Any], None]:
+    import signal
+
+    from ..training.trainer import Interrupted
+
+    def handler(signum: int, frame: Any) -> None:
+        last = run_dir / "checkpoints" / "last.pt"
+        then = f"resume with: sciml train resume={run_dir}" if last.is_file() else "no checkpoint was written yet"
+        raise Interrupted(signum, f"{signal.Signals(signum).name} outside the training loop; {then}")
+
+    return handler
+
+
+def _train_run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     from .. import plotting, progress
     from ..training import checkpoint, distributed
 
@@ -384,6 +417,10 @@ def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) 
 
     stops = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None]
     previous = {s: signal.signal(s, forward) for s in stops}
+    from . import PENDING_SIGNALS
+
+    while PENDING_SIGNALS:  # one that came while Hydra made the run directory
+        forward(PENDING_SIGNALS.pop(), None)
     try:
         failed_at = None
         while any(p.poll() is None for p in procs):
