@@ -112,6 +112,25 @@ def tiny_run(sciml, _tiny_outputs) -> Path:
     return only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
 
 
+def start_train(args, cwd: Path, ready, poll: float = 0.05, timeout: float = 120, **popen) -> subprocess.Popen:
+    """Start ``sciml train <args> output=json`` (stdout and stderr piped, text) and return once
+    ``ready()`` holds, the process has ended, or ``timeout`` seconds have passed."""
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen([*SCIML, "train", *args, "output=json"], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **popen)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(poll)
+    return proc
+
+
+def log_holds(base: Path, text: str):
+    """A ``ready`` for :func:`start_train`: a run's log under ``base`` holds ``text``."""
+    return lambda: any(text in log.read_text() for log in base.glob("*/train.log"))
+
+
 def only_run_dir(base: Path) -> Path:
     runs = [p for p in base.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs

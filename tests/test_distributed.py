@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import SCIML, TINY, TINY_FNO, only_run_dir
+from conftest import TINY, TINY_FNO, log_holds, only_run_dir, start_train
 
 from sciml_cli.training import checkpoint
 
@@ -74,13 +74,8 @@ def test_sigterm_stops_every_rank_at_one_step_and_the_run_resumes_bit_for_bit(sc
     and ``resume=auto`` on 2 processes ends where an uninterrupted 2-process run does."""
     args = [*PINN, "optim=adam_lbfgs", "optim.steps=60", "optim.lbfgs_steps=5", "trainer.checkpoint_every=10",
             "trainer.devices=2"]
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.Popen([*SCIML, "train", *args, "output=json"], cwd=sciml.cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
     base = sciml.cwd / "outputs" / "train" / "heat-pinn"
-    deadline = time.time() + 120
-    while not list(base.glob("*/checkpoints/last.pt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    proc = start_train(args, sciml.cwd, lambda: bool(list(base.glob("*/checkpoints/last.pt"))))
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -115,15 +110,8 @@ def test_sigterm_stops_every_rank_at_one_step_and_the_run_resumes_bit_for_bit(sc
 
 def _start_until(sciml, args, marker, **popen):
     """Start ``sciml train args`` and wait until its run's log holds ``marker``."""
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.Popen([*SCIML, "train", *args, "output=json"], cwd=sciml.cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **popen)
     base = sciml.cwd / "outputs" / "train" / "heat-pinn"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not any(
-            marker in log.read_text() for log in base.glob("*/train.log")):
-        time.sleep(0.05)
-    return proc, base
+    return start_train(args, sciml.cwd, log_holds(base, marker), **popen), base
 
 
 def test_ctrl_c_at_the_terminal_checkpoints_a_multi_rank_run(sciml):
@@ -183,7 +171,6 @@ def test_a_job_started_by_torchrun_is_one_data_parallel_run(sciml):
     """``torchrun --nproc_per_node=2 -m sciml_cli train ...``: the ranks find one run directory
     (named by torchrun's run id), rank 0 writes it, and the numbers are the 1-process ones."""
     import os
-    import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}

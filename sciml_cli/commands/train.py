@@ -32,8 +32,9 @@ RESUME_GROUPS = ("model", "problem")
 LOCAL_LAUNCHERS = ("basic", "joblib", "submitit_local")
 
 
-def preflight(overrides: list[str], config_name: str = "train") -> None:
-    """Compose and check every job before Hydra creates any directory."""
+def preflight(overrides: list[str], config_name: str = "train") -> list[str] | None:
+    """Compose and check every job before Hydra creates any directory; for a resumed
+    data-parallel run without ``trainer.devices``, the run's own count as an extra override."""
     launcher = next((line.split("=", 1)[1] for line in overrides if line.lstrip("+").startswith("hydra/launcher=")),
                     "basic")
     for job in expand(overrides, config_name):
@@ -52,7 +53,10 @@ def preflight(overrides: list[str], config_name: str = "train") -> None:
         if cfg.get("resume") is not None:
             if config_name != "train":
                 raise ConfigError("resume", "a sweep cannot resume; resume its runs one by one")
-            _check_resume(cfg, choices, job)
+            devices = _check_resume(cfg, choices, job)
+            if devices > 1 and not any(o.lstrip("+").startswith("trainer.devices=") for o in job):
+                return [f"trainer.devices={devices}"]  # the bare `resume=<run>` a stop prints keeps its processes
+    return None
 
 
 def _check_phases(cfg: DictConfig) -> None:
@@ -76,9 +80,10 @@ def _check_phases(cfg: DictConfig) -> None:
             raise ConfigError(key, str(cause).strip().splitlines()[0]) from None
 
 
-def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> None:
+def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> int:
     """The checkpoint to resume from loads (format, checksum), and the model of its config with
-    this command's overrides takes its weights: all before anything is written."""
+    this command's overrides takes its weights: all before anything is written. Returns the
+    resumed config's ``trainer.devices``."""
     from ..errors import CheckpointError
     from ..training import checkpoint
 
@@ -102,16 +107,10 @@ def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str]
     _check_finished_phases(merged, OmegaConf.create(state["config"]), state["phase_index"])
     from ..training.trainer import check_devices, resolve_device
 
-    check_devices(int(merged.trainer.get("devices", 1)), resolve_device(str(merged.trainer.device)))
+    devices = int(merged.trainer.get("devices", 1))
+    check_devices(devices, resolve_device(str(merged.trainer.device)))
     _check_weights_fit(merged, state["model"], "resume", f"the weights in {path} do not fit the model with these overrides")
-
-
-def _resumed_devices(cfg: DictConfig, run_dir: Path) -> int:
-    """``trainer.devices`` of the run a ``resume=`` continues (its checkpoint's config)."""
-    from ..training import checkpoint
-
-    saved = OmegaConf.create(checkpoint.load(rundir.resume_checkpoint(str(cfg.resume), run_dir))["config"])
-    return int(OmegaConf.select(saved, "trainer.devices", default=1) or 1)
+    return devices
 
 
 def _check_finished_phases(merged: DictConfig, saved: DictConfig, index: int) -> None:
@@ -481,9 +480,6 @@ def task(cfg: DictConfig) -> float | None:
         if done is not None:
             return done.get(f"val/{done['val_metric']}")
         devices = int(cfg.trainer.get("devices", 1))
-        if (distributed.world_size() == 1 and cfg.resume is not None
-                and not any(o.lstrip("+").startswith("trainer.devices=") for o in hc.overrides.task)):
-            devices = _resumed_devices(cfg, run_dir)  # the bare `resume=<run>` a stop prints keeps the run's processes
         if devices > 1 and distributed.world_size() == 1:  # start the ranks; rank 0 writes the run
             code, error = _launch_ranks(cfg, run_dir, list(hc.overrides.task), devices)
             if code:
