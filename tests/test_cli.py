@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
+import yaml
 from conftest import ROOT, TINY, assert_figure, only_run_dir
 from omegaconf import OmegaConf
 
@@ -299,7 +300,8 @@ def test_sweep_checks_every_job_before_running_any(sciml):
 
 def test_resume_may_lengthen_the_current_phase_but_not_a_finished_one(sciml):
     """In its L-BFGS phase, a run's Adam phase is done: a longer Adam phase is a config error
-    (it used to be accepted and silently not run), a longer L-BFGS phase continues the run."""
+    (it used to be accepted and silently not run), a longer L-BFGS phase continues the run, with
+    or without naming the run's optimiser again."""
     args = [*TINY, "optim=adam_lbfgs", "optim.steps=20", "optim.lbfgs_steps=4"]
     sciml("train", *args, check=True)
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "heat-pinn")
@@ -309,8 +311,13 @@ def test_resume_may_lengthen_the_current_phase_but_not_a_finished_one(sciml):
     assert proc.stderr.startswith("sciml: config error: optim.phases.0.steps: phase 1 (adam) of this run is "
                                   "finished after 20 steps and cannot become 30")
     assert (run / "metrics.json").read_text() == before
-    sciml("train", f"resume={run}", "optim=adam_lbfgs", "optim.lbfgs_steps=8", check=True)
+    # a bare resume composes the run's groups (kept in its checkpoint), so the keys of its
+    # optimiser exist without naming `optim=adam_lbfgs` again
+    sciml("train", f"resume={run}", "optim.lbfgs_steps=8", check=True)
     assert json.loads((run / "metrics.json").read_text())["step"] == 28
+    assert yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]["optim"] == "adam_lbfgs"
+    sciml("train", "resume=auto", "optim.lbfgs_steps=10", check=True)
+    assert json.loads((run / "metrics.json").read_text())["step"] == 30
     # an optim naming other phases is refused: the run keeps its own, and would not have run these
     proc = sciml("train", f"resume={run}", "optim=adam", "optim.steps=40")
     assert proc.returncode == 2 and proc.stderr.startswith(

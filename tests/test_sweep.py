@@ -199,3 +199,15 @@ def test_a_sweep_relaunched_with_other_settings_stops_and_keeps_the_finished_run
     assert "holds a run of other model settings" in errors[0] and "Traceback" not in proc.stderr
     assert (sciml.cwd / "sw" / "0" / "metrics.json").read_text() == before
     assert json.loads(before)["status"] == "finished"
+    # its best config runs again with the same checks as `sciml train`: one line, nothing written
+    for args, message in [(["--config-path", "sw", "--config-name", "best", "model.widht=3"],
+                           "sciml: config error: model.widht: no such key; did you mean width?"),
+                          (["--config-path", "sw", "--config-name", "bets"],
+                           "sciml: config error: --config-name: no bets.yaml in"),
+                          (["-cp", "nowhere", "-cn", "best"], "sciml: config error: --config-path: no such directory")]:
+        proc = sciml("train", *args)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith(message), proc.stderr
+    assert not (sciml.cwd / "outputs").exists()
+    # a relative --config-path is read from where the command runs (Hydra alone reads it from its module)
+    proc = sciml("train", "--config-path", "sw", "--config-name", "best", "optim.steps=5", "output=json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["metrics"]["step"] == 5, proc.stderr

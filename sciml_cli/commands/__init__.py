@@ -277,9 +277,10 @@ def compose(config_name: str, overrides: list[str], keep_hydra: bool = False) ->
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 
     job = overrides if keep_hydra else [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
+    directory, name = PRIMARY.get(config_name, (config.config_dir(), config_name))
     try:
-        with initialize_config_dir(config_dir=str(config.config_dir()), version_base="1.3"):
-            cfg = hydra_compose(config_name, overrides=job, return_hydra_config=True)
+        with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
+            cfg = hydra_compose(name, overrides=job, return_hydra_config=True)
     except MissingConfigException as err:
         raise ConfigError("", _first(err), getattr(err, "options", None)) from None
     except ConfigCompositionException as err:
@@ -415,6 +416,48 @@ def _quiet_full_disk_in_threads() -> None:
     threading.excepthook = hook
 
 
+#: the primary config of this command when not ours, ``{command: (directory, name)}``: a sweep's
+#: ``best.yaml`` (``--config-path <sweep dir> --config-name best``), composed by :func:`compose`
+PRIMARY: dict[str, tuple[Path, str]] = {}
+
+
+def _primary_config(command: str, args: list[str]) -> tuple[list[str], tuple[Path, str] | None]:
+    """``args`` with a relative ``--config-path`` made absolute (Hydra would read it relative
+    to its own module, not to where the command runs), and the primary config's directory and
+    name: ours and the command's unless ``--config-path`` / ``--config-name`` say otherwise;
+    ``None`` for ``--config-dir`` and ``--experimental-rerun``, which only Hydra follows."""
+    values: dict[str, str] = {}
+    out, i = list(args), 0
+    while i < len(out):
+        flag, eq, value = out[i].partition("=")
+        if flag in VALUE_FLAGS:
+            if not eq:
+                if i + 1 >= len(out):
+                    raise ConfigError(flag, "needs a value")
+                value = out[i + 1]
+            name = {"-cp": "--config-path", "-cn": "--config-name", "-cd": "--config-dir"}.get(flag, flag)
+            if name == "--config-path":
+                value = str(Path(value).expanduser().resolve())
+                if eq:
+                    out[i] = f"{flag}={value}"
+                else:
+                    out[i + 1] = value
+            values[name] = value
+            i += 1 if eq else 2
+            continue
+        i += 1
+    if "--config-dir" in values or "--experimental-rerun" in values:
+        return out, None
+    directory = Path(values["--config-path"]) if "--config-path" in values else config.config_dir()
+    name = values.get("--config-name", command).removesuffix(".yaml")
+    if not directory.is_dir():
+        raise ConfigError("--config-path", f"no such directory: {directory}")
+    if not (directory / f"{name}.yaml").is_file():
+        raise ConfigError("--config-name", f"no {name}.yaml in {directory}",
+                          sorted(p.stem for p in directory.glob("*.yaml")))
+    return out, (directory, name)
+
+
 #: stop signals that arrived before the training task could act on them (see :func:`run_app`)
 PENDING_SIGNALS: list[int] = []
 
@@ -433,16 +476,18 @@ def run_app(command: str, app: Callable[[], Any], args: list[str],
         if not skip and not a.startswith("-"):
             overrides.append(a)
         skip = a in VALUE_FLAGS  # the value of `--config-path X` is no override
-    if any(a.split("=")[0] in VALUE_FLAGS for a in args):
-        # a primary config of its own (a sweep's best.yaml): Hydra composes it; building it
-        # still checks every target against the registered classes
-        preflight = None
+    PRIMARY.clear()
     import logging
 
     logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks
     _quiet_full_disk_in_threads()
     try:
         output.start(command, overrides)
+        args, own = _primary_config(command, args)
+        if own is None:  # a config Hydra reads in ways composing here cannot follow
+            preflight = None
+        elif own != (config.config_dir(), command):
+            PRIMARY[command] = own
         checked = check_overrides(command, overrides)
         if checked != overrides:  # a value quoted for Hydra's grammar
             swap = dict(zip(overrides, checked))

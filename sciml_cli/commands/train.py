@@ -23,9 +23,11 @@ from ..errors import (
     no_space,
     report,
 )
-from . import GROUPS, check_compatible, check_writable, compose, expand, parse_overrides, run_app
+from . import GROUPS, PRIMARY, check_compatible, check_writable, compose, expand, parse_overrides, run_app
 
 RESUME_GROUPS = ("model", "problem")
+#: the group choices a checkpoint keeps, so that a resume composes the run's groups, not the defaults
+RUN_GROUPS = ("model", "problem", "optim", "trainer", "experiment")
 
 
 #: launchers whose jobs run on this machine, so this machine's devices must serve every job
@@ -37,7 +39,8 @@ def preflight(overrides: list[str], config_name: str = "train") -> list[str] | N
     data-parallel run without ``trainer.devices``, the run's own count as an extra override."""
     launcher = next((line.split("=", 1)[1] for line in overrides if line.lstrip("+").startswith("hydra/launcher=")),
                     "basic")
-    for job in expand(overrides, config_name):
+    restored, found = _run_choices(overrides, config_name)  # a resume is one job of `train`
+    for job in expand([*restored, *overrides], config_name):
         cfg, choices = compose(config_name, job)
         config.check(cfg)
         check_writable("paths.outputs", Path(str(cfg.paths.outputs)))
@@ -53,10 +56,50 @@ def preflight(overrides: list[str], config_name: str = "train") -> list[str] | N
         if cfg.get("resume") is not None:
             if config_name != "train":
                 raise ConfigError("resume", "a sweep cannot resume; resume its runs one by one")
-            devices = _check_resume(cfg, choices, job)
+            devices = _check_resume(cfg, choices, job, found)
             if devices > 1 and not any(o.lstrip("+").startswith("trainer.devices=") for o in job):
-                return [f"trainer.devices={devices}"]  # the bare `resume=<run>` a stop prints keeps its processes
+                restored.append(f"trainer.devices={devices}")  # the bare `resume=<run>` a stop prints keeps its processes
+            return restored or None
     return None
+
+
+def _run_choices(job: list[str], config_name: str) -> tuple[list[str], tuple[Path, dict[str, Any]] | None]:
+    """For a resume, the run's own group choices that ``job`` does not name, as overrides, and
+    the checkpoint read to find them (``(path, state)``; ``None`` where it cannot be read, which
+    :func:`_check_resume` then reports). Composed with the defaults instead, a key of the run's
+    optimiser (``optim.lbfgs_steps`` of ``adam_lbfgs``) would be "no such key" on resume.
+    Naming an ``experiment`` keeps the command's composition (its groups are checked against the
+    run's); checkpoints written before the choices were kept restore none."""
+    from ..training import checkpoint
+
+    parsed = parse_overrides(job)
+    given = {o.key_or_group for o in parsed}
+    resume = next((str(o.value()) for o in parsed if o.key_or_group == "resume"), None)
+    if config_name != "train" or resume in (None, "null"):
+        return [], None
+    if resume == "auto":  # the run is found by its problem and model: compose those alone
+        keep = [line for line, o in zip(job, parsed)
+                if o.key_or_group in GROUPS or o.key_or_group.startswith(("paths.", "hydra")) or o.key_or_group == "resume"]
+        cfg, choices = compose(config_name, keep)
+        run = rundir.newest_run(_auto_base(cfg, choices))
+        if run is None:
+            return [], None
+        path = rundir.resume_checkpoint("auto", run)
+    else:
+        path = rundir.resume_checkpoint(resume)
+    try:
+        state = checkpoint.load(path)
+    except Exception:  # noqa: BLE001 - reported with its reason by _check_resume
+        return [], None
+    if "experiment" in given or PRIMARY:  # a config given whole (a sweep's best.yaml) has no groups to choose
+        return [], (path, state)
+    saved = state.get("choices") or {}
+    return [f"{g}={saved[g]}" for g in RUN_GROUPS if saved.get(g) and g not in given], (path, state)
+
+
+def _auto_base(cfg: DictConfig, choices: dict[str, str]) -> Path:
+    """Where ``resume=auto`` looks for the newest run: ``<outputs>/train/<problem>-<model>``."""
+    return Path(cfg.paths.outputs) / "train" / f"{choices['problem']}-{choices['model']}"
 
 
 def _check_phases(cfg: DictConfig) -> None:
@@ -80,16 +123,20 @@ def _check_phases(cfg: DictConfig) -> None:
             raise ConfigError(key, str(cause).strip().splitlines()[0]) from None
 
 
-def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> int:
+def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str],
+                  found: tuple[Path, dict[str, Any]] | None = None) -> int:
     """The checkpoint to resume from loads (format, checksum), and the model of its config with
     this command's overrides takes its weights: all before anything is written. Returns the
-    resumed config's ``trainer.devices``."""
+    resumed config's ``trainer.devices``. ``found``: the checkpoint already read, if it was."""
     from ..errors import CheckpointError
     from ..training import checkpoint
 
     resume = str(cfg.resume)
+    if found is not None:
+        path, state = found
+        return _check_resumed_config(cfg, overrides, path, state)
     if resume == "auto":
-        base = Path(cfg.paths.outputs) / "train" / f"{choices['problem']}-{choices['model']}"
+        base = _auto_base(cfg, choices)
         run = rundir.newest_run(base)
         if run is None:
             raise ConfigError("resume", f"resume=auto found no run with a checkpoint under {base}")
@@ -102,6 +149,10 @@ def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str]
         state = checkpoint.load(path)
     except CheckpointError as err:
         raise ConfigError("resume", str(err)) from None
+    return _check_resumed_config(cfg, overrides, path, state)
+
+
+def _check_resumed_config(cfg: DictConfig, overrides: list[str], path: Path, state: dict[str, Any]) -> int:
     merged = _resumed_config(state["config"], cfg, overrides)
     config.check(merged)
     _check_finished_phases(merged, OmegaConf.create(state["config"]), state["phase_index"])
@@ -276,8 +327,14 @@ def _train_run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str
     if writer:
         rundir.write_json(run_dir / "run.json", info)
     container = OmegaConf.to_container(cfg, resolve=True)
+    if resume_state is not None:  # the run's own; a run from before they were kept has none
+        choices = resume_state.get("choices")
+    else:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = {g: c for g, c in HydraConfig.get().runtime.choices.items() if g in RUN_GROUPS and c is not None}
     try:
-        summary = trainer.fit(model, problem, run_dir, config_yaml, resume=resume_state,
+        summary = trainer.fit(model, problem, run_dir, config_yaml, resume=resume_state, choices=choices,
                               hparams=_flat({k: container[k] for k in ("model", "problem", "optim")}))
     except BaseException as err:  # any exit Python sees leaves run.json saying how the run ended
         if not writer:

@@ -251,8 +251,10 @@ class Trainer:
         config_yaml: str,
         resume: dict[str, Any] | None = None,
         hparams: dict[str, Any] | None = None,
+        choices: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Train, validate and checkpoint; returns the final metrics."""
+        """Train, validate and checkpoint; returns the final metrics. ``choices``: the config
+        groups the run was composed from, kept in its checkpoints for a resume to compose alike."""
         if self.world > 1:
             distributed.start(self.device)
             if self.rank != 0:  # rank 0 writes; the others compute
@@ -260,7 +262,7 @@ class Trainer:
         self.model, self.problem = model.to(self.device, self.dtype), problem.to(self.device, self.dtype)
         if self.compile:
             model.compile()  # compiles __call__ in place: state_dict keys stay the same
-        self.run_dir, self.config_yaml = Path(run_dir), config_yaml
+        self.run_dir, self.config_yaml, self.choices = Path(run_dir), config_yaml, dict(choices or {})
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.val_metric = problem.val_metric
         if resume is None:
@@ -432,6 +434,7 @@ class Trainer:
             "last_logs": dict(self.last_logs),  # so a resumed run that has nothing left to do reports them
             "rng": checkpoint.rng_state(),
             "config": self.config_yaml,
+            **({"choices": self.choices} if self.choices else {}),
         }
 
     def save(self, name: str) -> Path:
