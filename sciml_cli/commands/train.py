@@ -23,7 +23,16 @@ from ..errors import (
     no_space,
     report,
 )
-from . import GROUPS, PRIMARY, check_compatible, check_writable, compose, expand, parse_overrides, run_app
+from . import (
+    GROUPS,
+    PRIMARY,
+    check_compatible,
+    check_writable,
+    compose,
+    expand,
+    parse_overrides,
+    run_app,
+)
 
 RESUME_GROUPS = ("model", "problem")
 #: the group choices a checkpoint keeps, so that a resume composes the run's groups, not the defaults
@@ -94,7 +103,9 @@ def _run_choices(job: list[str], config_name: str) -> tuple[list[str], tuple[Pat
     if "experiment" in given or PRIMARY:  # a config given whole (a sweep's best.yaml) has no groups to choose
         return [], (path, state)
     saved = state.get("choices") or {}
-    return [f"{g}={saved[g]}" for g in RUN_GROUPS if saved.get(g) and g not in given], (path, state)
+    # an option since renamed or removed is not restored: the run's stored config still is the run
+    return [f"{g}={saved[g]}" for g in RUN_GROUPS
+            if saved.get(g) and g not in given and saved[g] in config.group_options(g)], (path, state)
 
 
 def _auto_base(cfg: DictConfig, choices: dict[str, str]) -> Path:
