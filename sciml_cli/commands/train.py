@@ -102,7 +102,9 @@ def _run_choices(job: list[str], config_name: str) -> tuple[list[str], tuple[Pat
         return [], None
     if "experiment" in given or PRIMARY:  # a config given whole (a sweep's best.yaml) has no groups to choose
         return [], (path, state)
-    saved = state.get("choices") or {}
+    saved = dict(state.get("choices") or {})
+    if given & set(RUN_GROUPS):  # the run's experiment would set its keys on the group named here
+        saved.pop("experiment", None)
     # an option since renamed or removed is not restored: the run's stored config still is the run
     return [f"{g}={saved[g]}" for g in RUN_GROUPS
             if saved.get(g) and g not in given and saved[g] in config.group_options(g)], (path, state)
