@@ -65,41 +65,30 @@ def preflight(overrides: list[str], config_name: str = "train") -> list[str] | N
         if cfg.get("resume") is not None:
             if config_name != "train":
                 raise ConfigError("resume", "a sweep cannot resume; resume its runs one by one")
-            devices = _check_resume(cfg, choices, job, found)
+            path, state = found or _resume_state(str(cfg.resume), lambda: _auto_base(cfg, choices))
+            devices = _check_resume(cfg, job, path, state)
             if devices > 1 and not any(o.lstrip("+").startswith("trainer.devices=") for o in job):
                 restored.append(f"trainer.devices={devices}")  # the bare `resume=<run>` a stop prints keeps its processes
             return restored or None
     return None
 
 
-def _run_choices(job: list[str], config_name: str) -> tuple[list[str], tuple[Path, dict[str, Any]] | None]:
-    """For a resume, the run's own group choices that ``job`` does not name, as overrides, and
-    the checkpoint read to find them (``(path, state)``; ``None`` where it cannot be read, which
-    :func:`_check_resume` then reports). Composed with the defaults instead, a key of the run's
-    optimiser (``optim.lbfgs_steps`` of ``adam_lbfgs``) would be "no such key" on resume.
-    Naming an ``experiment`` keeps the command's composition (its groups are checked against the
-    run's); checkpoints written before the choices were kept restore none."""
-    from ..training import checkpoint
-
-    parsed = parse_overrides(job)
+def _run_choices(overrides: list[str], config_name: str) -> tuple[list[str], tuple[Path, dict[str, Any]] | None]:
+    """For a resume, the run's own group choices that ``overrides`` do not name, as overrides,
+    and its checkpoint (``(path, state)``, read once for every check). Composed with the
+    defaults instead, a key of the run's optimiser (``optim.lbfgs_steps`` of ``adam_lbfgs``)
+    would be "no such key" on resume. Naming an ``experiment`` keeps the command's composition
+    (its groups are checked against the run's); checkpoints written before the choices were
+    kept restore none."""
+    parsed = parse_overrides(overrides)
     given = {o.key_or_group for o in parsed}
     resume = next((str(o.value()) for o in parsed if o.key_or_group == "resume"), None)
     if config_name != "train" or resume in (None, "null"):
         return [], None
-    if resume == "auto":  # the run is found by its problem and model: compose those alone
-        keep = [line for line, o in zip(job, parsed)
-                if o.key_or_group in GROUPS or o.key_or_group.startswith(("paths.", "hydra")) or o.key_or_group == "resume"]
-        cfg, choices = compose(config_name, keep)
-        run = rundir.newest_run(_auto_base(cfg, choices))
-        if run is None:
-            return [], None
-        path = rundir.resume_checkpoint("auto", run)
-    else:
-        path = rundir.resume_checkpoint(resume)
-    try:
-        state = checkpoint.load(path)
-    except Exception:  # noqa: BLE001 - reported with its reason by _check_resume
-        return [], None
+    # resume=auto finds its run by the command's problem and model: compose those alone
+    keep = [line for line, o in zip(overrides, parsed)
+            if o.key_or_group in GROUPS or o.key_or_group.startswith(("paths.", "hydra")) or o.key_or_group == "resume"]
+    path, state = _resume_state(resume, lambda: _auto_base(*compose(config_name, keep)))
     if "experiment" in given or PRIMARY:  # a config given whole (a sweep's best.yaml) has no groups to choose
         return [], (path, state)
     saved = dict(state.get("choices") or {})
@@ -113,6 +102,28 @@ def _run_choices(job: list[str], config_name: str) -> tuple[list[str], tuple[Pat
 def _auto_base(cfg: DictConfig, choices: dict[str, str]) -> Path:
     """Where ``resume=auto`` looks for the newest run: ``<outputs>/train/<problem>-<model>``."""
     return Path(cfg.paths.outputs) / "train" / f"{choices['problem']}-{choices['model']}"
+
+
+def _resume_state(resume: str, auto_base: Callable[[], Path]) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint meant by ``resume=auto|<run dir>|<file>`` and its contents (format and
+    checksum checked), or a config error on ``resume``."""
+    from ..errors import CheckpointError
+    from ..training import checkpoint
+
+    if resume == "auto":
+        base = auto_base()
+        run = rundir.newest_run(base)
+        if run is None:
+            raise ConfigError("resume", f"resume=auto found no run with a checkpoint under {base}")
+        path = rundir.resume_checkpoint("auto", run)
+    else:
+        path = rundir.resume_checkpoint(resume)
+        if not path.is_file():
+            raise ConfigError("resume", f"no checkpoint at {path}", ["auto", "<run dir>", "<checkpoint file>"])
+    try:
+        return path, checkpoint.load(path)
+    except CheckpointError as err:
+        raise ConfigError("resume", str(err)) from None
 
 
 def _check_phases(cfg: DictConfig) -> None:
@@ -136,36 +147,10 @@ def _check_phases(cfg: DictConfig) -> None:
             raise ConfigError(key, str(cause).strip().splitlines()[0]) from None
 
 
-def _check_resume(cfg: DictConfig, choices: dict[str, str], overrides: list[str],
-                  found: tuple[Path, dict[str, Any]] | None = None) -> int:
-    """The checkpoint to resume from loads (format, checksum), and the model of its config with
-    this command's overrides takes its weights: all before anything is written. Returns the
-    resumed config's ``trainer.devices``. ``found``: the checkpoint already read, if it was."""
-    from ..errors import CheckpointError
-    from ..training import checkpoint
-
-    resume = str(cfg.resume)
-    if found is not None:
-        path, state = found
-        return _check_resumed_config(cfg, overrides, path, state)
-    if resume == "auto":
-        base = _auto_base(cfg, choices)
-        run = rundir.newest_run(base)
-        if run is None:
-            raise ConfigError("resume", f"resume=auto found no run with a checkpoint under {base}")
-        path = rundir.resume_checkpoint("auto", run)
-    else:
-        path = rundir.resume_checkpoint(resume)
-        if not path.is_file():
-            raise ConfigError("resume", f"no checkpoint at {path}", ["auto", "<run dir>", "<checkpoint file>"])
-    try:
-        state = checkpoint.load(path)
-    except CheckpointError as err:
-        raise ConfigError("resume", str(err)) from None
-    return _check_resumed_config(cfg, overrides, path, state)
-
-
-def _check_resumed_config(cfg: DictConfig, overrides: list[str], path: Path, state: dict[str, Any]) -> int:
+def _check_resume(cfg: DictConfig, overrides: list[str], path: Path, state: dict[str, Any]) -> int:
+    """The model of the checkpoint's config with this command's overrides takes its weights, its
+    finished phases keep their lengths, its devices exist: all before anything is written.
+    Returns the resumed config's ``trainer.devices``."""
     merged = _resumed_config(state["config"], cfg, overrides)
     config.check(merged)
     _check_finished_phases(merged, OmegaConf.create(state["config"]), state["phase_index"])
