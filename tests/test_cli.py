@@ -50,7 +50,7 @@ def test_train_help_shows_groups_and_options(sciml):
     proc = sciml("train", "--help")
     assert proc.returncode == 0
     assert "== Configuration groups ==" in proc.stdout
-    assert "optim: adam, adam_bfgs, adam_cosine, adam_lbfgs, lbfgs, sgd, ude" in proc.stdout
+    assert "optim: adam, adam_bfgs, adam_cosine, adam_lbfgs, lbfgs, lm, sgd, ude" in proc.stdout
     assert "experiment: " in proc.stdout and "pinn_heat" in proc.stdout
 
 
@@ -73,7 +73,7 @@ def test_shell_completion_completes_groups_through_the_dispatcher(sciml):
     "override, key, hint",
     [
         ("model=nope", "model", "valid: drm, fno, hybrid, lgd, lpd, neural_ode, pinn, tv_learned, ude"),
-        ("optim=nope", "optim", "adam, adam_bfgs, adam_cosine, adam_lbfgs, lbfgs, sgd, ude"),
+        ("optim=nope", "optim", "adam, adam_bfgs, adam_cosine, adam_lbfgs, lbfgs, lm, sgd, ude"),
         ("optim.lr=-0.1", "optim.lr", "> 0"),
         ("optim.lr=fast", "optim.lr", "> 0"),
         ("optim.lr=inf", "optim.lr", "finite number > 0, got inf"),
@@ -322,3 +322,18 @@ def test_resume_may_lengthen_the_current_phase_but_not_a_finished_one(sciml):
     proc = sciml("train", f"resume={run}", "optim=adam", "optim.steps=40")
     assert proc.returncode == 2 and proc.stderr.startswith(
         "sciml: config error: optim: a resumed run keeps its phases (adam, lbfgs), not adam;"), proc.stderr
+
+
+def test_lm_is_refused_before_any_work_where_the_loss_is_not_a_fixed_sum_of_squares(sciml):
+    cases = [
+        (["model=fno", "problem=burgers", "optim=lm"], "optim.phases.0.optimizer: lm needs the loss as a sum of "
+         "squared residuals, which FNO does not offer here: this method does not provide it"),
+        ([*TINY, "optim=lm", "model.causal_epsilon=1.0"], "optim.phases.0.optimizer: lm needs the loss as a sum of "
+         "squared residuals, which PINN does not offer here: causal weighting (model.causal_epsilon)"),
+        ([*TINY, "optim=lm", "trainer.devices=2"], "trainer.devices: lm runs on one process; set trainer.devices=1"),
+    ]
+    for args, message in cases:
+        proc = sciml("train", *args)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("sciml: config error: " + message), proc.stderr
+    assert not (sciml.cwd / "outputs").exists()

@@ -54,6 +54,25 @@ def test_batches_are_fresh_each_step_then_one_fixed_finer_set():
     assert torch.equal(a.batch(p, 9, 1)["interior"], late["interior"])
 
 
+@pytest.mark.parametrize("dim", [2, 10])
+def test_no_training_draw_is_a_scoring_set(dim):
+    """The points that score a model (H1 quadrature; in 10 dimensions also the rel-L2 points)
+    come from a seed no run's training draws use: seed 0's second DRM draw used to be them."""
+    from sciml_cli.numerics.sampling import SCORING_SEED
+
+    p = Poisson(domain="slit") if dim == 2 else Poisson(domain="cube", dim=10)
+    p = p.to("cpu", torch.float64)
+    scoring = p.sample_interior(256, SCORING_SEED)
+    if dim == 10:
+        torch.testing.assert_close(p.scoring_points()[0][:256], scoring)
+    models = [DRM(p, n_interior=256, n_boundary=16), PINN(p, n_interior=256, n_boundary=16, resample_every=1)]
+    for model in models:
+        for seed in range(3):
+            for step in range(4):
+                points = model.batch(p, step, seed)["interior"]
+                assert not (points[:, None] == scoring[None]).all(-1).any(), (type(model).__name__, seed, step)
+
+
 def test_resnet_has_e_and_yu_blocks():
     net = ResNet(2, 1, width=10, blocks=4)
     # 4 blocks of two 10 x 10 layers, the output layer, no input layer (the input is padded)

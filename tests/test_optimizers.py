@@ -8,7 +8,7 @@ import torch
 from conftest import PHASED, SignalAt, fit
 
 from sciml_cli.training import checkpoint
-from sciml_cli.training.optimizers import BFGS, rank_two
+from sciml_cli.training.optimizers import BFGS, LevenbergMarquardt, rank_two
 from sciml_cli.training.trainer import Interrupted
 
 
@@ -111,6 +111,82 @@ def test_a_bfgs_phase_resumes_bit_for_bit(tmp_path, stop_at):
     state = checkpoint.load(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert state["optimizer"]["state"][0]["H"].shape == (sum(p.numel() for p in full_model.parameters()),) * 2
     resumed, resumed_model = fit(BFGS_PHASED, tmp_path / "cut", resume=state)
+    full.pop("wall_time_s"), resumed.pop("wall_time_s")
+    assert resumed == full
+    for a, b in zip(full_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+
+
+# -- Levenberg-Marquardt ---------------------------------------------------------------------------
+def _linear_system(x, y):
+    def f(params, xi, yi):
+        w, b = params
+        return (xi @ w + b - yi).reshape(1)
+
+    return [(f, (x, y), 1.0)]
+
+
+def test_lm_on_a_linear_model_lands_on_the_least_squares_solution():
+    """Gauss-Newton is exact on a linear model: with little damping one step solves the
+    normal equations, the same solution as a QR least-squares solve."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 3, dtype=torch.float64, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.3 + 0.1 * torch.randn(50, dtype=torch.float64, generator=g)
+    w, b = torch.zeros(3, dtype=torch.float64, requires_grad=True), torch.zeros((), dtype=torch.float64, requires_grad=True)
+    lm = LevenbergMarquardt([w, b], damping=1e-12, min_damping=1e-14)
+    parts, gradient = lm.step(_linear_system(x, y))
+    expected = torch.linalg.lstsq(torch.cat([x, torch.ones(50, 1, dtype=torch.float64)], 1), y[:, None]).solution[:, 0]
+    assert torch.allclose(torch.cat([w.detach(), b.detach()[None]]), expected, atol=1e-10)
+    assert torch.allclose(gradient, torch.cat([-2 * x.T @ y, -2 * y.sum()[None]]))  # 2 J^T r at zero weights
+    assert torch.equal(parts[0], -y)
+    assert lm.param_groups[0]["damping"] == pytest.approx(1e-14)  # accepted: decreased, down to its floor
+
+
+def test_lm_solves_rosenbrock_as_a_least_squares_problem():
+    """r = (10 (y - x^2), 1 - x) from the textbook start (-1.2, 1): a rejected step raises the
+    damping, and the iteration reaches the minimum (1, 1) to rounding."""
+    def f(params, pick):  # one residual per sample, picked by a one-hot row
+        (p,) = params
+        return (torch.stack([10 * (p[1] - p[0] ** 2), 1 - p[0]]) * pick).sum().reshape(1)
+
+    p = torch.tensor([-1.2, 1.0], dtype=torch.float64, requires_grad=True)
+    lm = LevenbergMarquardt([p], damping=1.0)
+    system = [(f, (torch.eye(2, dtype=torch.float64),), 1.0)]
+    dampings = []
+    for _ in range(40):
+        lm.step(system)
+        dampings.append(lm.param_groups[0]["damping"])
+    assert torch.allclose(p.detach(), torch.ones(2, dtype=torch.float64), atol=1e-10)
+    assert any(b > a for a, b in zip(dampings, dampings[1:]))  # some step was refused
+
+
+def test_lm_never_takes_a_step_that_raises_the_loss_or_is_not_finite():
+    def f(params, xi):
+        (w,) = params
+        return torch.where(w.abs() > 1.5, torch.nan, w - xi).reshape(1)  # NaN beyond 1.5
+
+    w = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    lm = LevenbergMarquardt([w], damping=1e-9, min_damping=1e-12, max_tries=3)
+    lm.step([(f, (torch.tensor([2.0, 2.0], dtype=torch.float64),), 1.0)])
+    assert w.item() == 0.0  # every try lands on NaN: no step, the damping raised
+    assert lm.param_groups[0]["damping"] == pytest.approx(8e-9)
+
+
+LM = ["optim=lm", "optim.steps=12", "model.width=8", "model.depth=2", "model.n_interior=64", "model.n_initial=16",
+      "model.n_boundary=16", "model.resample_every=4", "trainer.dtype=float64", "trainer.val_every=6",
+      "trainer.checkpoint_every=4", "trainer.log_every=1"]
+
+
+def test_an_lm_phase_learns_and_resumes_bit_for_bit(tmp_path):
+    full, full_model = fit(LM, tmp_path / "full")
+    history = checkpoint.load(tmp_path / "full" / "checkpoints" / "last.pt")["history"]
+    assert [s for s, _ in history] == list(range(1, 13))
+    assert history[-1][1] < 0.1 * history[0][1]  # the loss logged at step 1 is the starting loss
+    with pytest.raises(Interrupted):
+        fit(LM, tmp_path / "cut", callbacks=[SignalAt(7)])
+    state = checkpoint.load(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert state["step"] == 7 and state["optimizer"]["param_groups"][0]["damping"] != 1e-3  # it moved and is kept
+    resumed, resumed_model = fit(LM, tmp_path / "cut", resume=state)
     full.pop("wall_time_s"), resumed.pop("wall_time_s")
     assert resumed == full
     for a, b in zip(full_model.parameters(), resumed_model.parameters()):

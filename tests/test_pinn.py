@@ -235,3 +235,60 @@ def test_a_coefficient_learned_in_log_space_moves_by_relative_steps():
     # d kappa / d theta = kappa: the step is relative to the coefficient's size
     (grad,) = torch.autograd.grad(model.coefficients()["kappa"], [model.learned["kappa"]])
     assert grad.item() == pytest.approx(model.coefficients()["kappa"].item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("case", ["slit", "heat", "burgers_inverse"])
+def test_the_residual_blocks_are_the_loss_terms_and_their_jacobian_gives_its_gradient(case):
+    """``least_squares`` (what Levenberg-Marquardt steps on) restates ``loss``: per term the same
+    sum of squares, and the weighted Jacobian's 2 J^T r is autograd's gradient of the weighted
+    total, for the hard-constrained slit with its feature and the singular weight, soft initial
+    and boundary terms, and observations with coefficients learned (one in log space)."""
+    from sciml_cli.problems.poisson import Poisson
+    from sciml_cli.training.optimizers import LevenbergMarquardt
+
+    torch.manual_seed(0)
+    if case == "slit":
+        problem = Poisson(domain="slit").to("cpu", torch.float64)
+        model = PINN(problem, width=8, depth=2, hard_constraints=True, domain_features=True, n_interior=64,
+                     singular_power=3.0, loss_weights={"residual": 2.5})
+    elif case == "heat":
+        problem = Heat().to("cpu", torch.float64)
+        model = PINN(problem, width=8, depth=2, derivatives="taylor", n_interior=64, n_initial=16, n_boundary=16,
+                     loss_weights={"residual": 1.0, "initial": 3.0, "boundary": 0.5})
+    else:
+        problem = Burgers(setup="raissi").to("cpu", torch.float64)
+        model = PINN(problem, width=8, depth=2, hard_constraints=True, n_interior=64, learn={"lambda1": 0.5, "lambda2": 0.01},
+                     learn_log=["lambda2"], n_observations=32, loss_weights={"data": 100.0})
+    model = model.double()
+    batch = model.batch(problem, 0, 0)
+    terms = model.loss(problem, batch)
+    blocks = model.least_squares(problem, batch)
+    params = tuple(p for p in model.parameters() if p.requires_grad)
+    system = [(f, inputs, model.loss_weights.get(term, 1.0)) for term, f, inputs in blocks]
+    parts = LevenbergMarquardt.residuals(system, tuple(p.detach() for p in params))
+    sums: dict[str, float] = {}
+    for (term, _, _), r in zip(blocks, parts):
+        sums[term] = sums.get(term, 0.0) + r.square().sum().item()
+    assert sums.keys() == terms.keys() and len(terms) == {"slit": 1, "heat": 3, "burgers_inverse": 2}[case]
+    for term, value in terms.items():
+        assert sums[term] == pytest.approx(value.item(), rel=1e-12)
+    total = sum(model.loss_weights.get(k, 1.0) * v for k, v in terms.items())
+    expected = torch.cat([g.reshape(-1) for g in torch.autograd.grad(total, params)])
+    jac = LevenbergMarquardt.jacobian(system, tuple(p.detach() for p in params), chunk_size=16)
+    r = torch.cat([p * w ** 0.5 for p, (_, _, w) in zip(parts, system)])
+    assert torch.allclose(2 * jac.T @ r, expected, rtol=1e-9, atol=1e-12 * expected.abs().max())
+
+
+def test_the_slit_feature_is_its_distance_and_needs_autograd():
+    from sciml_cli.problems.poisson import Poisson
+
+    slit = Poisson(domain="slit").to("cpu", torch.float64)
+    points = torch.tensor([[0.5, -0.25], [-0.3, 0.4], [0.9, 0.01]], dtype=torch.float64)
+    assert torch.allclose(slit.input_features(points)[:, 0], torch.tensor([0.25, 0.5, 0.01], dtype=torch.float64))
+    assert Poisson(domain="lshape").feature_bounds == [] and slit.feature_bounds == [(0.0, math.sqrt(2.0))]
+    model = PINN(slit, width=8, depth=2, hard_constraints=True, domain_features=True).double()
+    assert model.net.hidden[0].in_features == 3
+    with pytest.raises(ValueError, match=r"^model\.domain_features: the features' derivatives need derivatives=autograd"):
+        PINN(slit, domain_features=True, derivatives="taylor")
+    with pytest.raises(ValueError, match=r"^model\.domain_features: Heat offers no input features here"):
+        PINN(Heat(), domain_features=True)

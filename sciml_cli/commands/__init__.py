@@ -351,7 +351,8 @@ def check_compatible(cfg: DictConfig) -> None:
     if not missing:
         reason = model_cls.unmet(problem)
         if reason is None:
-            config.instantiate(cfg.model, problem=problem)  # the model's own checks, before any work
+            model = config.instantiate(cfg.model, problem=problem)  # the model's own checks, before any work
+            _check_least_squares(cfg, model)
             return
         raise ConfigError("problem", f"{model_cls.__name__} {reason}. Problems that fit",
                           _fitting_problems(cfg, requires, model_cls))
@@ -360,6 +361,22 @@ def check_compatible(cfg: DictConfig) -> None:
     raise ConfigError(
         "problem", f"{model_cls.__name__} needs {names}; this {type(problem).__name__} offers "
         f"{offered}. Problems that fit", _fitting_problems(cfg, requires, model_cls))
+
+
+def _check_least_squares(cfg: DictConfig, model: Any) -> None:
+    """An optimiser phase that steps on residuals (``optim=lm``) needs a model that offers them,
+    on one process."""
+    for i, phase in enumerate(cfg.optim.phases):
+        target = phase.optimizer.get("_target_")
+        if target is None or not getattr(config.import_target(target, f"optim.phases.{i}.optimizer._target_"),
+                                         "least_squares", False):
+            continue
+        key = f"optim.phases.{i}.optimizer"
+        if model.least_squares_unmet is not None:
+            raise ConfigError(key, f"{phase.name} needs the loss as a sum of squared residuals, which "
+                                   f"{type(model).__name__} does not offer here: {model.least_squares_unmet}")
+        if int(cfg.trainer.get("devices", 1)) > 1:
+            raise ConfigError("trainer.devices", f"{phase.name} runs on one process; set trainer.devices=1")
 
 
 def _fitting_problems(cfg: DictConfig, requires: tuple[type, ...], model_cls: type | None = None) -> list[str]:

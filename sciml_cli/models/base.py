@@ -9,7 +9,9 @@ outside the method knows its call convention:
   :attr:`Model.loss_terms`, weighted by :attr:`Model.loss_weights` and summed), :meth:`Model.evaluate` and :meth:`Model.scalars`,
   and :meth:`Model.start_phase` before each optimiser phase (a method in stages, such as the
   UDE that replaces its networks by a recovered equation, changes stage there); the optimiser
-  of a phase gets the parameters that require gradients then;
+  of a phase gets the parameters that require gradients then; a Gauss-Newton type optimiser
+  (``optim=lm``) also gets :meth:`Model.least_squares`, the loss as a sum of squared residuals,
+  from the models that offer it (:attr:`Model.least_squares_unmet` is ``None``);
 - ``sciml eval`` calls :meth:`Model.evaluate` and :meth:`Model.figures`;
 - ``sciml solve ckpt=`` calls :meth:`Model.surrogate` to predict what the reference solver
   computed on fresh instances.
@@ -90,6 +92,23 @@ class Model(nn.Module):
         override it. The loss of a share must be a mean, so that the average of the ranks'
         gradients is the gradient on the whole batch."""
         return {k: v[rank::world] if v.dim() > 0 else v for k, v in batch.items()}
+
+    @property
+    def least_squares_unmet(self) -> str | None:
+        """Why this model does not offer :meth:`least_squares` (a phrase), or ``None`` when it
+        does. Checked before a run that needs it starts. Default: not offered."""
+        return "this method does not provide it"
+
+    def least_squares(self, problem: Problem, batch: dict[str, Tensor]
+                      ) -> list[tuple[str, Callable[..., Tensor], tuple[Any, ...]]]:
+        """The loss terms of :meth:`loss` on ``batch`` as sums of squares: blocks
+        ``(term, f, inputs)``, the term being the sum of ``|f(params, *sample)|^2`` over the
+        samples of its blocks. ``f`` takes the tuple of trainable parameters (in the order of
+        ``parameters()``) and one sample of each of ``inputs`` (indexed along their first axis;
+        nested tuples and dicts allowed) and returns that sample's residuals ``[k]``. Pointwise,
+        so ``vmap(jacrev(f))`` gives the Jacobian for Gauss-Newton steps; the trainer applies
+        :attr:`loss_weights`."""
+        raise NotImplementedError(f"{type(self).__name__}: {self.least_squares_unmet}")
 
     def start_phase(self, problem: Problem, name: str) -> None:
         """Called before the optimiser phase ``name`` starts, also when a run resumes into it.

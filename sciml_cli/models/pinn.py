@@ -18,16 +18,21 @@ techniques the literature found to matter, each a config option:
 - inverse problems: coefficients of the equation learned from observations (Raissi et al. 2019,
   section 4) (``learn``, ``n_observations``);
 - the residual's input derivatives by autograd or by forward Taylor propagation
-  (``derivatives``), exact to rounding either way.
+  (``derivatives``), exact to rounding either way;
+- functions of the domain as extra inputs (``domain_features``), such as the distance to a slit;
+- the loss as a sum of squared residuals (:meth:`PINN.least_squares`) for the Gauss-Newton type
+  optimiser ``optim=lm`` (Levenberg-Marquardt).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call, hessian, jacrev
 
 from ..constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ..nn import MLP, parse_derivative
@@ -35,6 +40,10 @@ from ..nn.mlp import Activation, Init
 from ..numerics.autodiff import autograd_derivatives
 from ..problems.base import Evaluation, PhysicsResidual
 from .field import FieldModel
+
+
+#: points per autograd pass through the constraint transform
+CONSTRAINT_CHUNK = 2048
 
 
 class PINN(FieldModel):
@@ -54,6 +63,11 @@ class PINN(FieldModel):
         How the residual's input derivatives are computed: ``autograd`` (nested reverse mode,
         the reference) or ``taylor`` (one forward pass carrying first and second derivatives;
         smooth activations, orders up to 2).
+    domain_features
+        Give the network the problem's :meth:`~sciml_cli.problems.base.FieldDomain.input_features`
+        as inputs besides the coordinates (on the slit, the distance to it: the solution jumps
+        across the slit, and a network of ``(x, y)`` alone is smooth there). Autograd
+        derivatives only.
     hard_constraints
         Build the initial and boundary conditions into the output, ``u = g + phi N``, from the
         problem's :meth:`~sciml_cli.problems.base.PhysicsResidual.constraint`; the ``initial``
@@ -121,6 +135,7 @@ class PINN(FieldModel):
         fourier_features: NonNegativeInt = 0,
         fourier_scale: PositiveFloat = 1.0,
         derivatives: Literal["autograd", "taylor"] = "autograd",
+        domain_features: bool = False,
         hard_constraints: bool = False,
         n_interior: PositiveInt = 2000,
         n_initial: PositiveInt = 200,
@@ -152,6 +167,12 @@ class PINN(FieldModel):
         if derivatives == "taylor" and activation in ("prelu", "relu"):
             raise ValueError(f"model.derivatives: taylor needs a smooth activation, not {activation}")
         self.check_constraint(problem, hard_constraints)
+        features = list(problem.feature_bounds) if domain_features else []
+        if domain_features and not features:
+            raise ValueError(f"model.domain_features: {type(problem).__name__} offers no input features here "
+                             "(poisson with domain=slit does)")
+        if features and derivatives == "taylor":
+            raise ValueError("model.domain_features: the features' derivatives need derivatives=autograd")
         if causal_epsilon is not None and "t" not in coords:
             raise ValueError(f"model.causal_epsilon: causal weighting needs a time coordinate 't'; {type(problem).__name__} has {coords}")
         true = problem.coefficients()
@@ -177,8 +198,9 @@ class PINN(FieldModel):
             raise ValueError(f"model.rad_pool: RAD picks model.n_interior={n_interior} points among "
                              f"{rad_pool} candidates; raise rad_pool to at least {n_interior}")
 
-        self.net = MLP(len(coords), problem.n_outputs, width, depth, activation, init,
-                       input_bounds=problem.bounds, fourier_features=fourier_features,
+        self.features = bool(features)
+        self.net = MLP(len(coords) + len(features), problem.n_outputs, width, depth, activation, init,
+                       input_bounds=[*problem.bounds, *features], fourier_features=fourier_features,
                        fourier_scale=fourier_scale)
         self.mode, self.hard = derivatives, bool(hard_constraints)
         self.n_interior, self.n_initial, self.n_boundary = n_interior, n_initial, n_boundary
@@ -219,6 +241,11 @@ class PINN(FieldModel):
         self._base_weights = dict(weights)
 
     # -- the solution and its derivatives --------------------------------------------------------
+    def inputs(self, points: Tensor) -> Tensor:
+        if not self.features:
+            return points
+        return torch.cat([points, self._problem.input_features(points)], dim=1)
+
     def fields(self, problem: PhysicsResidual, points: Tensor, constraint: dict | None = None) -> dict[str, Tensor]:
         """The derivatives the problem's residual needs at ``points``, by name, ``[N, m]`` each.
         ``constraint``: the constraint transform's derivatives at ``points``, if known."""
@@ -249,7 +276,12 @@ class PINN(FieldModel):
         with torch.enable_grad():
             wanted = self._closure(keys)
             m = self._problem.n_outputs
-            both = autograd_derivatives(lambda p: torch.cat(self._problem.constraint(p), dim=1), points, wanted)
+            # in chunks: the second derivatives of a polygon's lift hold ~150 kB of graph per point
+            parts = []
+            for chunk in points.split(CONSTRAINT_CHUNK):
+                part = autograd_derivatives(lambda p: torch.cat(self._problem.constraint(p), dim=1), chunk, wanted)
+                parts.append({k: v.detach() for k, v in part.items()})  # the chunk's graph goes now
+            both = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
         value = {k: (v[:, :m].detach(), v[:, m:].detach()) for k, v in both.items()}
         self._cache["constraint"] = (points, value)
         return value
@@ -400,6 +432,86 @@ class PINN(FieldModel):
             for (name, points), u in zip(sets, values):
                 terms[name] = checks[name](u, points).pow(2).mean()
         return terms
+
+    # -- the loss as a sum of squares ------------------------------------------------------------
+    @property
+    def least_squares_unmet(self) -> str | None:
+        """Why this PINN's loss is not a fixed sum of squares, or ``None`` when it is."""
+        if self.causal_epsilon is not None:
+            return "causal weighting (model.causal_epsilon) weights the residual by the loss itself"
+        if self.balance != "none":
+            return "loss balancing (model.balance) weighs the terms by gradient steps that are not taken"
+        return None
+
+    def least_squares(self, problem: PhysicsResidual, batch: dict[str, Tensor]
+                      ) -> list[tuple[str, Callable[..., Tensor], tuple[Any, ...]]]:
+        """Each term of :meth:`loss` as a sum of squares (see :meth:`Model.least_squares`),
+        written pointwise for ``torch.func``: a Gauss-Newton optimiser gets the Jacobian of every
+        point's residuals by ``vmap(jacrev(f))`` at the cost of a few backward passes of the
+        batch. The network's input derivatives come from ``torch.func`` here, whichever
+        ``derivatives`` the loss of the other optimisers uses."""
+        names = [name for name, p in self.named_parameters() if p.requires_grad]
+        keys = list(self.wanted.values())
+        order, dim = max(len(k) for k in keys), len(self.coords)
+
+        def split(params: tuple[Tensor, ...]) -> tuple[dict[str, Tensor], dict[str, Tensor | float]]:
+            named = dict(zip(names, params, strict=True))
+            net = {k[len("net."):]: v for k, v in named.items() if k.startswith("net.")}
+            learned = {k[len("learned."):]: v for k, v in named.items() if k.startswith("learned.")}
+            learned = {k: torch.exp(v) if k in self.log_learned else v for k, v in learned.items()}
+            return net, {**self.true_coefficients, **learned}
+
+        def network(net: dict[str, Tensor], x: Tensor) -> Tensor:  # [d] -> [m]
+            return functional_call(self.net, net, (self.inputs(x[None]),))[0]
+
+        def residual(params, x, w, gp):
+            net, coefficients = split(params)
+
+            def n_of(y: Tensor) -> Tensor:
+                return network(net, y)
+
+            d = {(): n_of(x)[None]}
+            if order >= 1:
+                jac = jacrev(n_of)(x)
+                d.update({(i,): jac[None, :, i] for i in range(dim)})
+            if order >= 2:
+                hes = hessian(n_of)(x)
+                d.update({(i, j): hes[None, :, i, j] for i in range(dim) for j in range(i, dim)})
+            if self.hard:
+                d = self._transform(d, {k: (g[None], phi[None]) for k, (g, phi) in gp.items()}, keys)
+            fields = {name: d[key] for name, key in self.wanted.items()}
+            return (w.sqrt() * problem.residual(fields, x[None], coefficients)).reshape(-1)
+
+        interior = batch["interior"]
+        w = interior.new_full((len(interior),), 1.0 / len(interior))
+        if self.singular_power:
+            distance = torch.linalg.vector_norm(interior - self.singular_point, dim=1)
+            w = w * (distance / self.singular_radius).clamp(max=1.0).pow(self.singular_power)
+        gp = self._constraint_derivatives(interior, keys) if self.hard else {}
+        blocks: list[tuple[str, Callable[..., Tensor], tuple[Any, ...]]] = [("residual", residual, (interior, w, gp))]
+
+        m = self._problem.n_outputs
+        checks = {"initial": problem.initial_residual, "boundary": problem.boundary_residual}
+        for name, check in checks.items():
+            if name in batch:
+                def condition(params, x, w, check=check):
+                    u = network(split(params)[0], x)[None]
+                    return (w.sqrt() * check(u, x[None])).reshape(-1)
+
+                points = batch[name]
+                blocks.append((name, condition, (points, points.new_full((len(points),), 1.0 / (len(points) * m)))))
+        if self.n_observations:
+            points, values = batch["obs_points"], batch["obs_values"]
+            g, phi = (self._problem.constraint(points) if self.hard
+                      else (torch.zeros_like(values), torch.ones_like(values)))
+
+            def data(params, x, w, value, g, phi):
+                u = g + phi * network(split(params)[0], x)
+                return w.sqrt() * (u - value)
+
+            blocks.append(("data", data, (points, points.new_full((len(points),), 1.0 / values.numel()),
+                                          values, g.detach(), phi.detach())))
+        return blocks
 
     def _rebalance(self, terms: dict[str, Tensor]) -> None:
         params = [p for p in self.parameters() if p.requires_grad]

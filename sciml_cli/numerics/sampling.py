@@ -7,6 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+#: the Sobol seed of point sets that score a model (H1 quadrature, scattered test points):
+#: negative, so that no training draw, whose seeds are derived from a non-negative run seed,
+#: ever lands on them
+SCORING_SEED = -1
+
 
 def sobol(n: int, bounds: Sequence[tuple[float, float]], seed: int, **factory) -> Tensor:
     """``n`` scrambled Sobol points in the box ``bounds``, ``[n, len(bounds)]``.

@@ -218,6 +218,19 @@ class FieldDomain(ABC):
         raise NotImplementedError(f"{type(self).__name__} has no closed-form solution")
 
     @property
+    def feature_bounds(self) -> list[tuple[float, float]]:
+        """``(low, high)`` of each column of :meth:`input_features`; empty (the default): none."""
+        return []
+
+    def input_features(self, points: Tensor) -> Tensor:
+        """Functions of the points that a network may take as inputs besides the coordinates,
+        ``[N, k]`` with ``k = len(feature_bounds)``: what the solution is smooth in where it is
+        not smooth in the coordinates alone. Across a slit the solution jumps, so the ``N`` of
+        ``u = g + phi N`` needs a kink there, which the distance to the slit gives it.
+        Differentiable twice away from a set of measure zero. Default: no columns."""
+        return points[:, :0]
+
+    @property
     def offers_constraint(self) -> bool:
         """Whether :meth:`constraint` is available on this instance."""
         return type(self).constraint is not FieldDomain.constraint

@@ -32,6 +32,7 @@ from ..constraints import PositiveInt
 from ..numerics import geometry
 from ..numerics.finite_difference import poisson_dirichlet_2d
 from ..numerics.metrics import error_metrics
+from ..numerics.sampling import SCORING_SEED
 from .base import EnergyFunctional, PhysicsResidual, Problem, Solution
 
 #: each domain's default solution, and the solutions it offers
@@ -43,8 +44,6 @@ SOLUTIONS = {
 }
 #: coordinate names by dimension (single letters for derivative names; no t, no u)
 LETTERS = "abcdefghijklmnopqrsvwxyz"
-#: seed of the scoring points in high dimensions (the test split's seed)
-SCORING_SEED = 2
 
 
 def coordinate_names(dim: int) -> tuple[str, ...]:
@@ -171,6 +170,18 @@ class Poisson(Problem, PhysicsResidual, EnergyFunctional):
 
     def sample_boundary(self, n: int, seed: int) -> Tensor:
         return self.geometry.sample_boundary(n, seed, **self.factory)
+
+    @property
+    def feature_bounds(self) -> list[tuple[float, float]]:
+        return [(0.0, math.sqrt(2.0))] if self.domain == "slit" else []
+
+    def input_features(self, points: Tensor) -> Tensor:
+        """On the slit, its distance: ``|y|`` beside it (``x > 0``), ``r`` behind the tip. The
+        exact ``(u - g) / phi`` is smooth in ``(x, y, |y|)`` near the slit, not in ``(x, y)``."""
+        if self.domain != "slit":
+            return points[:, :0]
+        x, y = points[:, 0], points[:, 1]
+        return torch.where(x > 0, y.abs(), torch.linalg.vector_norm(points[:, :2], dim=1)).unsqueeze(1)
 
     @property
     def offers_constraint(self) -> bool:

@@ -1,6 +1,7 @@
 """The one training loop.
 
-Every step goes through a closure, so SGD, Adam and L-BFGS share the loop; optimiser *phases*
+Every step goes through a closure, so SGD, Adam and L-BFGS share the loop (Levenberg-Marquardt,
+which steps on residuals, gets the model's residual blocks instead); optimiser *phases*
 (e.g. Adam then L-BFGS) run one after the other. The loop knows nothing about the model or the
 problem: it asks the model for a batch and named loss terms, weights and sums them, and steps.
 """
@@ -357,15 +358,7 @@ class Trainer:
                 total_all = values[-1]
             else:
                 total_all = total
-            # sync point: a non-finite loss must stop the run before it reaches a checkpoint
-            if not math.isfinite(total_all.item()):
-                bad = next((k for k, v in terms.items() if not torch.isfinite(v).item()), "total")
-                value = terms[bad].item() if bad in terms else total_all.item()
-                last = self.ckpt_dir / "last.pt"
-                raise NonFiniteLossError(
-                    f"loss term '{bad}' is {value} at step {self.step + 1} (phase {phase.name}); "
-                    + (f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet")
-                )
+            self._check_finite(terms, total_all, phase)
             total.backward()
             if self.world > 1:
                 distributed.average_([p.grad for p in self._params if p.grad is not None])
@@ -382,7 +375,17 @@ class Trainer:
             return total_all if self.world > 1 else total
 
         lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step(closure)
+        if getattr(self.optimizer, "least_squares", False):  # a Gauss-Newton step needs the residuals themselves
+            blocks = model.least_squares(problem, batch)
+            parts, gradient = self.optimizer.step([(f, inputs, weights.get(term, 1.0)) for term, f, inputs in blocks])
+            terms: dict[str, torch.Tensor] = {}
+            for (term, _, _), r in zip(blocks, parts):
+                terms[term] = terms[term] + r.square().sum() if term in terms else r.square().sum()
+            total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
+            self._check_finite(terms, total, phase)  # the step kept the weights: the last checkpoint is good
+            first.update(terms=terms, total=total, grad_norm=gradient.norm())
+        else:
+            self.optimizer.step(closure)
         if self.scheduler is not None:
             self.scheduler.step()
         self.step += 1
@@ -391,12 +394,25 @@ class Trainer:
             logs = {f"loss/{k}": v.item() for k, v in first["terms"].items()}
             logs["loss/total"] = first["total"].item()
             logs["lr"] = float(lr)
+            if "damping" in self.optimizer.param_groups[0]:  # Levenberg-Marquardt's, after the step
+                logs["damping"] = float(self.optimizer.param_groups[0]["damping"])
             logs["grad_norm"] = first["grad_norm"].item()
             logs.update(model.scalars())
             self.last_logs = logs
             self.history.append([self.step, logs["loss/total"]])
             for cb in self.callbacks:
                 cb.on_log(self, logs)
+
+    def _check_finite(self, terms: dict[str, torch.Tensor], total: torch.Tensor, phase: Phase) -> None:
+        """A sync point: a non-finite loss must stop the run before it reaches a checkpoint."""
+        if not math.isfinite(total.item()):
+            bad = next((k for k, v in terms.items() if not torch.isfinite(v).item()), "total")
+            value = terms[bad].item() if bad in terms else total.item()
+            last = self.ckpt_dir / "last.pt"
+            raise NonFiniteLossError(
+                f"loss term '{bad}' is {value} at step {self.step + 1} (phase {phase.name}); "
+                + (f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet")
+            )
 
     def _validate(self) -> None:
         if self.rank != 0:  # validation decides what rank 0 writes; it changes no training state
