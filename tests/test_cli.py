@@ -331,6 +331,9 @@ def test_lm_is_refused_before_any_work_where_the_loss_is_not_a_fixed_sum_of_squa
         ([*TINY, "optim=lm", "model.causal_epsilon=1.0"], "optim.phases.0.optimizer: lm needs the loss as a sum of "
          "squared residuals, which PINN does not offer here: causal weighting (model.causal_epsilon)"),
         ([*TINY, "optim=lm", "trainer.devices=2"], "trainer.devices: lm runs on one process; set trainer.devices=1"),
+        ([*TINY, "optim=lm", "trainer.grad_clip=1.0"], "trainer.grad_clip: lm takes no gradient steps to clip"),
+        ([*TINY, "optim=lm", "trainer.amp=true"], "trainer.amp: lm solves its normal equations in full precision"),
+        ([*TINY, "optim=lm", "model.loss_weights.initial=-1"], "model.loss_weights.initial: lm needs non-negative"),
     ]
     for args, message in cases:
         proc = sciml("train", *args)

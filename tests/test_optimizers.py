@@ -139,7 +139,22 @@ def test_lm_on_a_linear_model_lands_on_the_least_squares_solution():
     assert torch.allclose(torch.cat([w.detach(), b.detach()[None]]), expected, atol=1e-10)
     assert torch.allclose(gradient, torch.cat([-2 * x.T @ y, -2 * y.sum()[None]]))  # 2 J^T r at zero weights
     assert torch.equal(parts[0], -y)
-    assert lm.param_groups[0]["damping"] == pytest.approx(1e-14)  # accepted: decreased, down to its floor
+    assert lm.param_groups[0]["damping"] == pytest.approx(1e-12 / 3, rel=1e-12)  # accepted: decreased by 3
+
+
+def test_lm_refuses_a_step_that_raises_the_loss_and_damps_until_one_lowers_it():
+    """Three times the Gauss-Newton step of a linear model overshoots its minimum (the loss
+    rises), so the first tries are refused and the damping grows until a shorter step helps."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 3, dtype=torch.float64, generator=g)
+    y = x @ torch.tensor([0.5, 1.0, -1.0], dtype=torch.float64)
+    w, b = torch.zeros(3, dtype=torch.float64, requires_grad=True), torch.zeros((), dtype=torch.float64, requires_grad=True)
+    lm = LevenbergMarquardt([w, b], lr=3.0, damping=1e-9)
+    system = _linear_system(x, y)
+    before = LevenbergMarquardt.loss(system, LevenbergMarquardt.residuals(system, (w.detach(), b.detach())))
+    lm.step(system)
+    after = LevenbergMarquardt.loss(system, LevenbergMarquardt.residuals(system, (w.detach(), b.detach())))
+    assert after < before and lm.param_groups[0]["damping"] > 1e-9 * 2 ** 5  # at least five refusals
 
 
 def test_lm_solves_rosenbrock_as_a_least_squares_problem():
@@ -170,6 +185,17 @@ def test_lm_never_takes_a_step_that_raises_the_loss_or_is_not_finite():
     lm.step([(f, (torch.tensor([2.0, 2.0], dtype=torch.float64),), 1.0)])
     assert w.item() == 0.0  # every try lands on NaN: no step, the damping raised
     assert lm.param_groups[0]["damping"] == pytest.approx(8e-9)
+
+
+def test_lm_takes_no_step_where_the_gradient_is_not_finite():
+    def f(params, xi):  # finite at w = 0, its derivative is not
+        (w,) = params
+        return (torch.sqrt(w.abs()) - xi).reshape(1)
+
+    w = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    lm = LevenbergMarquardt([w])
+    parts, gradient = lm.step([(f, (torch.tensor([1.0], dtype=torch.float64),), 1.0)])
+    assert torch.isfinite(parts[0]).all() and not torch.isfinite(gradient).all() and w.item() == 0.0
 
 
 LM = ["optim=lm", "optim.steps=12", "model.width=8", "model.depth=2", "model.n_interior=64", "model.n_initial=16",

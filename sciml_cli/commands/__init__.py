@@ -375,8 +375,16 @@ def _check_least_squares(cfg: DictConfig, model: Any) -> None:
         if model.least_squares_unmet is not None:
             raise ConfigError(key, f"{phase.name} needs the loss as a sum of squared residuals, which "
                                    f"{type(model).__name__} does not offer here: {model.least_squares_unmet}")
-        if int(cfg.trainer.get("devices", 1)) > 1:
+        if int(cfg.trainer.get("devices", 1)) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("trainer.devices", f"{phase.name} runs on one process; set trainer.devices=1")
+        if cfg.trainer.get("grad_clip") is not None:
+            raise ConfigError("trainer.grad_clip", f"{phase.name} takes no gradient steps to clip; set it to null")
+        if cfg.trainer.get("amp"):
+            raise ConfigError("trainer.amp", f"{phase.name} solves its normal equations in full precision; "
+                                             "set it to false")
+        negative = next((k for k, w in model.loss_weights.items() if w < 0), None)
+        if negative is not None:
+            raise ConfigError(f"model.loss_weights.{negative}", f"{phase.name} needs non-negative loss weights")
 
 
 def _fitting_problems(cfg: DictConfig, requires: tuple[type, ...], model_cls: type | None = None) -> list[str]:

@@ -13,7 +13,6 @@ import torch
 from torch import Tensor
 
 from ..numerics.metrics import error_metrics
-from ..numerics.sampling import SCORING_SEED
 from ..problems.base import Evaluation, FieldDomain, Solution
 from .base import Model
 
@@ -94,15 +93,17 @@ class FieldModel(Model):
         return Evaluation(metrics, prediction, reference, grid)
 
     def _relative_h1(self, problem: FieldDomain) -> float:
-        points = problem.sample_interior(H1_POINTS, SCORING_SEED)
+        """``|u - v|_H1 / |v|_H1`` against the exact solution ``v``, by the problem's
+        :meth:`~sciml_cli.problems.base.FieldDomain.scoring_quadrature`."""
+        points, weights = problem.scoring_quadrature(H1_POINTS)
         err = ref = 0.0
-        for i in range(0, len(points), 4096):
-            x = points[i:i + 4096].detach().requires_grad_(True)
+        for x, w in zip(points.split(4096), weights.split(4096)):
+            x = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 u, v = self(x), problem.exact_solution(x)
-                du, dv = (torch.autograd.grad(w.sum(), x)[0] for w in (u, v))
-            err += ((u - v).pow(2).sum() + (du - dv).pow(2).sum()).item()
-            ref += (v.pow(2).sum() + dv.pow(2).sum()).item()
+                du, dv = (torch.autograd.grad(f.sum(), x)[0] for f in (u, v))
+            err += (w * ((u - v).pow(2).sum(1) + (du - dv).pow(2).sum(1))).sum().item()
+            ref += (w * (v.pow(2).sum(1) + dv.pow(2).sum(1))).sum().item()
         return (err / ref) ** 0.5
 
     def figures(self, problem: FieldDomain, evaluation: Evaluation, title: str) -> dict[str, Any]:

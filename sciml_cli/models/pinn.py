@@ -41,7 +41,6 @@ from ..numerics.autodiff import autograd_derivatives
 from ..problems.base import Evaluation, PhysicsResidual
 from .field import FieldModel
 
-
 #: points per autograd pass through the constraint transform
 CONSTRAINT_CHUNK = 2048
 
@@ -441,6 +440,8 @@ class PINN(FieldModel):
             return "causal weighting (model.causal_epsilon) weights the residual by the loss itself"
         if self.balance != "none":
             return "loss balancing (model.balance) weighs the terms by gradient steps that are not taken"
+        if any(len(k) > 2 for k in self.wanted.values()):
+            return "its residual needs derivatives above the second order"
         return None
 
     def least_squares(self, problem: PhysicsResidual, batch: dict[str, Tensor]
@@ -490,16 +491,15 @@ class PINN(FieldModel):
         gp = self._constraint_derivatives(interior, keys) if self.hard else {}
         blocks: list[tuple[str, Callable[..., Tensor], tuple[Any, ...]]] = [("residual", residual, (interior, w, gp))]
 
-        m = self._problem.n_outputs
         checks = {"initial": problem.initial_residual, "boundary": problem.boundary_residual}
         for name, check in checks.items():
             if name in batch:
                 def condition(params, x, w, check=check):
-                    u = network(split(params)[0], x)[None]
-                    return (w.sqrt() * check(u, x[None])).reshape(-1)
+                    r = check(network(split(params)[0], x)[None], x[None]).reshape(-1)
+                    return (w / r.numel()).sqrt() * r  # loss() takes the mean over every entry
 
                 points = batch[name]
-                blocks.append((name, condition, (points, points.new_full((len(points),), 1.0 / (len(points) * m)))))
+                blocks.append((name, condition, (points, points.new_full((len(points),), 1.0 / len(points)))))
         if self.n_observations:
             points, values = batch["obs_points"], batch["obs_values"]
             g, phi = (self._problem.constraint(points) if self.hard

@@ -6,8 +6,8 @@ it converges to losses that L-BFGS's short history does not reach (Urbán et al.
 Kiyani et al. 2025).
 
 :class:`LevenbergMarquardt` uses that the loss of a PINN is a sum of squared residuals: its
-damped Gauss-Newton steps use the Jacobian of the residuals, not only their gradient, and reach
-errors on the slit Poisson problem that neither BFGS nor L-BFGS reaches.
+damped Gauss-Newton steps use the Jacobian of the residuals, not only their gradient (with the
+slit's distance as an input, it takes the slit Poisson preset to its target).
 """
 
 from __future__ import annotations
@@ -206,8 +206,12 @@ class LevenbergMarquardt(torch.optim.Optimizer):
     group, so a checkpoint carries it and a resumed run continues bit for bit.
 
     The Jacobian has one row per residual and one column per weight, and ``J^T J`` is n x n:
-    for the networks of a few thousand weights at most. ``chunk_size`` samples go through
-    ``jacrev`` at once (``null``: all; fastest, the most memory).
+    for the networks of a few thousand weights at most. The normal equations are formed and
+    solved in float64 whatever the model's dtype (forming them squares the condition number;
+    on MPS, which has no float64, in the model's).
+    ``chunk_size`` samples go through ``jacrev`` at once (``null``: all; fastest, the most
+    memory). The step returns the gradient too: the trainer stops the run, weights unchanged,
+    where it or the loss is not finite.
     """
 
     least_squares = True  # the trainer steps it with the model's residual blocks, not a closure
@@ -262,14 +266,18 @@ class LevenbergMarquardt(torch.optim.Optimizer):
         current = self.loss(system, parts)
         jac = self.jacobian(system, params, group["chunk_size"])
         r = torch.cat([p * w ** 0.5 for p, (_, _, w) in zip(parts, system)])
+        if jac.device.type != "mps":  # MPS has no float64
+            jac, r = jac.double(), r.double()
         normal, gradient = jac.T @ jac, jac.T @ r
         del jac
+        if not bool(torch.isfinite(gradient).all()):  # the trainer stops the run on it
+            return parts, gradient.to(parts[0].dtype)
         eye = torch.eye(len(normal), dtype=normal.dtype, device=normal.device)
         mu = group["damping"]
         for _ in range(group["max_tries"] if math.isfinite(current) else 0):
             factor, info = torch.linalg.cholesky_ex(normal + mu * eye)
             if not info.item():
-                d = torch.cholesky_solve(gradient[:, None], factor)[:, 0].mul_(-group["lr"])
+                d = torch.cholesky_solve(gradient[:, None], factor)[:, 0].mul_(-group["lr"]).to(params[0].dtype)
                 trial = tuple(p + piece.view_as(p) for p, piece in zip(params, d.split([p.numel() for p in params])))
                 new = self.loss(system, self.residuals(system, trial))
                 if new < current:  # NaN is never below
@@ -280,4 +288,4 @@ class LevenbergMarquardt(torch.optim.Optimizer):
                     break
             mu = min(mu * group["increase"], group["max_damping"])
         group["damping"] = mu
-        return parts, gradient.mul_(2)
+        return parts, gradient.mul_(2).to(parts[0].dtype)

@@ -291,6 +291,8 @@ class Trainer:
                     # listed once per phase: walking the module tree every step cost a few per cent of a small PINN step
                     self._params = [p for p in model.parameters() if p.requires_grad]
                     self.optimizer = phase.optimizer(self._params)
+                    if getattr(self.optimizer, "least_squares", False) and self.world > 1:  # e.g. a resume on more devices
+                        raise ConfigError("trainer.devices", f"{phase.name} runs on one process; set trainer.devices=1")
                     self.scheduler = phase.scheduler(self.optimizer) if phase.scheduler else None
                     if pending_optim is not None:
                         self.optimizer.load_state_dict(pending_optim["optimizer"])
@@ -382,7 +384,8 @@ class Trainer:
             for (term, _, _), r in zip(blocks, parts):
                 terms[term] = terms[term] + r.square().sum() if term in terms else r.square().sum()
             total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
-            self._check_finite(terms, total, phase)  # the step kept the weights: the last checkpoint is good
+            # the step kept the weights where either is not finite: the last checkpoint is good
+            self._check_finite(terms, total, phase, gradient_norm=gradient.norm())
             first.update(terms=terms, total=total, grad_norm=gradient.norm())
         else:
             self.optimizer.step(closure)
@@ -403,14 +406,20 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_log(self, logs)
 
-    def _check_finite(self, terms: dict[str, torch.Tensor], total: torch.Tensor, phase: Phase) -> None:
-        """A sync point: a non-finite loss must stop the run before it reaches a checkpoint."""
+    def _check_finite(self, terms: dict[str, torch.Tensor], total: torch.Tensor, phase: Phase,
+                      gradient_norm: torch.Tensor | None = None) -> None:
+        """A sync point: a non-finite loss (or gradient, where given) must stop the run before
+        it reaches a checkpoint."""
+        what = None
         if not math.isfinite(total.item()):
             bad = next((k for k, v in terms.items() if not torch.isfinite(v).item()), "total")
-            value = terms[bad].item() if bad in terms else total.item()
+            what = f"loss term '{bad}' is {terms[bad].item() if bad in terms else total.item()}"
+        elif gradient_norm is not None and not math.isfinite(gradient_norm.item()):
+            what = f"the gradient's norm is {gradient_norm.item()}"
+        if what is not None:
             last = self.ckpt_dir / "last.pt"
             raise NonFiniteLossError(
-                f"loss term '{bad}' is {value} at step {self.step + 1} (phase {phase.name}); "
+                f"{what} at step {self.step + 1} (phase {phase.name}); "
                 + (f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet")
             )
 
