@@ -13,7 +13,8 @@ Views so far: :class:`PhysicsResidual` (PINN), :class:`EnergyFunctional` (Deep R
 (learned gradient descent, learned primal-dual, TV with learned weights) and
 :class:`DifferentiableSolver` (the hybrid solver-in-the-loop model); the first two share
 :class:`FieldDomain` (coordinates, domain sampling on boxes and other shapes, the reference and
-exact solution, exact boundary conditions).
+exact solution, exact boundary conditions, and functions of the domain a network may take as
+extra inputs, such as the distance to a slit).
 
 The validation metric of a problem (:attr:`Problem.val_metric`) comes with its direction
 (:attr:`Problem.val_direction`): relative errors are minimised, PSNR is maximised; ``best.pt``,
