@@ -52,8 +52,8 @@ class FieldModel(Model):
             u = g + phi * u
         return u
 
-    def _chunked(self, fn: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
-        return torch.cat([fn(points[i:i + CHUNK]) for i in range(0, len(points), CHUNK)])
+    def _chunked(self, fn: Callable[[Tensor], Tensor], points: Tensor, chunk: int = CHUNK) -> Tensor:
+        return torch.cat([fn(points[i:i + chunk]) for i in range(0, len(points), chunk)])
 
     # -- evaluation ------------------------------------------------------------------------------
     def _grid_points(self, grid: dict[str, Tensor]) -> Tensor:

@@ -556,7 +556,8 @@ class PINN(FieldModel):
         figures = super().figures(problem, evaluation, title)
         grid = evaluation.grid
         points = self._grid_points(grid)
-        residual = self._chunked(lambda p: self._residual(problem, p).detach().abs(), points)[:, 0]
+        # second derivatives through the constraint's lift hold a large graph per point: small chunks
+        residual = self._chunked(lambda p: self._residual(problem, p).detach().abs(), points, CONSTRAINT_CHUNK)[:, 0]
         residual = torch.where(torch.isnan(evaluation.reference.reshape(-1)), torch.nan, residual)
         shape = [len(g) for g in grid.values()]
         figures["residual"] = plotting.field_figure(grid, residual.reshape(shape), title=f"{title}: |PDE residual|")
