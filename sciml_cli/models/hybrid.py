@@ -147,21 +147,33 @@ class Hybrid(Model):
         self._data: dict[str, tuple[tuple, Tensor]] = {}
 
     # -- the scheme ----------------------------------------------------------------------------------
-    def advance(self, problem: DifferentiableSolver, state: Tensor) -> Tensor:
-        """One hybrid step of states ``[B, *S]`` on the coarse grid."""
-        scale, delta = self.scale.to(state.dtype), self.correction_scale.to(state.dtype)
+    def advance(self, problem: DifferentiableSolver, state: Tensor,
+                scales: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+        """One hybrid step of states ``[B, *S]`` on the coarse grid (``scales``: those of
+        :meth:`scales` in the state's dtype, to spare the conversion at every step)."""
+        sigma, rho, delta = self.scales(state.dtype) if scales is None else scales
         if self.correct == "forcing":
-            forcing = (delta / self.dt) * self.net((state / scale).unsqueeze(1)).squeeze(1)
+            forcing = (delta / self.dt) * self._network([state / sigma])
             return problem.coarse_step(state, self.dt, forcing)
         stepped = problem.coarse_step(state, self.dt)
-        inputs = torch.stack([stepped / scale, (stepped - state) / self.increment_scale.to(state.dtype)], dim=1)
-        return stepped + delta * self.net(inputs).squeeze(1)
+        return torch.addcmul(stepped, delta, self._network([stepped / sigma, (stepped - state) / rho]))
+
+    def scales(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """The spreads ``sigma``, ``rho``, ``delta`` (see the module) in ``dtype``."""
+        return self.scale.to(dtype), self.increment_scale.to(dtype), self.correction_scale.to(dtype)
+
+    def _network(self, fields: list[Tensor]) -> Tensor:
+        """The network on the input fields ``[B, *S]``, one channel each; ``[B, *S]``."""
+        if isinstance(self.net, FourierNet):  # its own layout, spatial axes first: no copies around it
+            grid = torch.stack([field.movedim(0, -1) for field in fields], -1)
+            return self.net.on_grid(grid).squeeze(-1).movedim(-1, 0)
+        return self.net(torch.stack(fields, 1)).squeeze(1)
 
     def rollout(self, problem: DifferentiableSolver, initial: Tensor, n_steps: int) -> Tensor:
         """``[B, n_steps + 1, *S]``: the initial states and ``n_steps`` hybrid steps."""
-        states = [initial]
+        states, scales = [initial], self.scales(initial.dtype)
         for _ in range(n_steps):
-            states.append(self.advance(problem, states[-1]))
+            states.append(self.advance(problem, states[-1], scales))
         return torch.stack(states, dim=1)
 
     # -- data ----------------------------------------------------------------------------------------
@@ -212,9 +224,10 @@ class Hybrid(Model):
 
     def loss(self, problem: DifferentiableSolver, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         state, errors = batch["initial"], []
-        scale = self.correction_scale.to(state.dtype)
+        scales = self.scales(state.dtype)
+        scale = scales[2]
         for k in range(self.unroll):
-            state = self.advance(problem, state.detach() if self.detach and k else state)
+            state = self.advance(problem, state.detach() if self.detach and k else state, scales)
             errors.append(((state - batch["targets"][:, k]) / scale).pow(2).mean())
         return {"rollout": torch.stack(errors).mean()}
 
@@ -330,9 +343,11 @@ class Hybrid(Model):
                 records.append(problem.to_coarse(state))
             return torch.stack(records, dim=1)
 
+        scales = self.scales(dtype)
+
         def predict() -> Tensor:
             with torch.no_grad():
-                return rollout(lambda s: self.advance(problem, s), initial)
+                return rollout(lambda s: self.advance(problem, s, scales), initial)
 
         start = time.perf_counter()
         hybrid = predict()

@@ -9,7 +9,7 @@ the objective, the data and the evaluation and builds the network it needs from 
 
 from ..numerics.autodiff import parse_derivative
 from .cnn import ConvNet, PeriodicResNet
-from .fourier import FourierLayer, FourierNet, SpectralConv, pointwise
+from .fourier import FourierLayer, FourierNet, SpectralConv, TruncatedDFT, pointwise
 from .mlp import ACTIVATIONS, MLP, Derivatives, ResNet
 
 __all__ = ["ACTIVATIONS", "ConvNet", "MLP", "Derivatives", "FourierLayer", "FourierNet", "PeriodicResNet", "SpectralConv",

@@ -224,15 +224,102 @@ class FourierLayer(nn.Module):
         return self.spectral(v) + pointwise(self.linear, v)
 
 
+class TruncatedDFT:
+    """The Fourier transform a :class:`SpectralConv` takes, kept modes only, as matrix products on
+    fields stored spatial axes first and channels last.
+
+    :meth:`forward` takes ``[*S, P]`` (``P`` any number of columns, e.g. batch x channels) to the
+    real and imaginary parts ``[2, Q, P]`` of the kept coefficients: along each axis but the last
+    the blocks ``0 .. modes-1`` and ``-modes .. -1``, along the last ``0 .. modes-1`` of the real
+    transform, ``Q`` of them ordered as the axes. :meth:`inverse` takes them back to the grid as
+    ``irfftn`` of the spectrum zero-filled elsewhere (the imaginary parts of the last axis's mean
+    and Nyquist coefficients ignored).
+
+    Each axis is one product with an ``[n x 2 modes]``-sized real matrix (made in float64 once),
+    and the layouts are such that no product needs a copy of its operands: on the small grids of
+    a hybrid solver's correction (16 samples x 12 channels on 32 x 32) the transforms of FFT
+    plus cuts, pads and permutes spent most of their time in copies.
+    """
+
+    def __init__(self, shape: Sequence[int], modes: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.shape, self.modes = tuple(int(n) for n in shape), int(modes)
+        m = self.modes
+
+        def trig(rows: Tensor, cols: Tensor, n: int) -> tuple[Tensor, Tensor]:
+            theta = (2 * math.pi / n) * torch.outer(rows.double(), cols.double())
+            return torch.cos(theta), torch.sin(theta)
+
+        def cast(matrix: Tensor) -> Tensor:
+            return matrix.to(dtype=dtype, device=device).contiguous()
+
+        *full, last = self.shape
+        c, s = trig(torch.arange(m), torch.arange(last), last)  # [m, n]
+        weight = torch.full((m, 1), 2.0 / last, dtype=torch.float64)  # a coefficient stands for its conjugate too
+        weight[0] = 1.0 / last
+        if 2 * (m - 1) == last:
+            weight[m - 1] = 1.0 / last  # Nyquist has no conjugate
+        #: the last axis: ``[(re/im, k), j]`` and back ``[j, (re/im, k)]``
+        self.last_forward = cast(torch.cat([c, -s]))
+        self.last_inverse = cast(torch.cat([weight * c, -weight * s]).T)
+        #: each other axis: ``[(re/im out, k), (j, re/im in)]`` and back ``[(j, re/im out), (re/im in, k)]``
+        self.full_forward, self.full_inverse = [], []
+        for n in full:
+            kept = torch.cat([torch.arange(m), torch.arange(n - m, n)])
+            c, s = trig(kept, torch.arange(n), n)  # [2m, n]
+            forward = torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)])  # e^{-i theta} (a + i b)
+            inverse = torch.stack([torch.stack([c.T, -s.T], 1), torch.stack([s.T, c.T], 1)], 1) / n  # e^{i theta} (a + i b) / n
+            self.full_forward.append(cast(forward.reshape(4 * m, 2 * n)))
+            self.full_inverse.append(cast(inverse.reshape(2 * n, 4 * m)))
+
+    @staticmethod
+    def _left(matrix: Tensor, x: Tensor) -> Tensor:
+        """``matrix @ x[i]`` for each ``i`` of ``x`` ``[L, K, N]``."""
+        return (matrix @ x[0]).unsqueeze(0) if x.shape[0] == 1 else torch.matmul(matrix, x)
+
+    def forward(self, v: Tensor) -> Tensor:
+        """``[*S, P]`` -> ``[2, Q, P]``."""
+        *full, last = self.shape
+        columns, m = v.shape[-1], self.modes
+        lead = v.numel() // (last * columns)
+        y = self._left(self.last_forward, v.reshape(lead, last, columns))  # [lead, (re/im, k), P]
+        width = m * columns
+        for axis in reversed(range(len(full))):
+            lead //= full[axis]
+            y = self._left(self.full_forward[axis], y.reshape(lead, 2 * full[axis], width))
+            width *= 2 * m
+        return y.reshape(2, -1, columns)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """``[2, Q, P]`` -> ``[*S, P]``."""
+        *full, last = self.shape
+        columns, m, lead = y.shape[-1], self.modes, 1
+        for axis, n in enumerate(full):
+            y = self._left(self.full_inverse[axis], y.reshape(lead, 4 * m, -1))  # [lead, (j, re/im), ...]
+            lead *= n
+        return self._left(self.last_inverse, y.reshape(lead, 2 * m, columns)).reshape(*self.shape, columns)
+
+
 class FourierNet(nn.Module):
     """A small FNO body as a network: pointwise lifting to ``width`` channels, ``layers`` Fourier
     layers with GELU between them, pointwise projection; ``[B, in_channels, *S]`` ->
     ``[B, out_channels, *S]`` at any resolution with at least ``2 modes`` points per axis.
-    ``zero_last`` starts the projection at zero."""
+    ``zero_last`` starts the projection at zero.
+
+    Evaluated for small grids and many steps (a hybrid solver's correction): fields are kept
+    spatial axes first and channels last, so every pointwise layer is one matrix product and the
+    transforms are :class:`TruncatedDFT`'s; the lifting is folded into the first layer and the
+    projection into the last (both are linear and the activation comes between layers only), so
+    the first layer transforms the ``in_channels`` inputs rather than ``width`` channels and the
+    last transforms ``out_channels`` back. The bias of a layer is added to the mean coefficient
+    of its spectral path. Same function, parameters and gradients as the layer-by-layer
+    definition (:class:`FourierLayer`) up to rounding; the folded weights are kept while autograd
+    is off until a parameter changes.
+    """
 
     def __init__(self, n_dims: int, in_channels: int, out_channels: int, width: int = 16, modes: int = 8,
                  layers: int = 3, zero_last: bool = True) -> None:
         super().__init__()
+        self.n_dims, self.modes = n_dims, modes
         self.lift = nn.Linear(in_channels, width)
         self.layers = nn.ModuleList(FourierLayer(width, modes, n_dims) for _ in range(layers))
         self.project = nn.Linear(width, out_channels)
@@ -240,10 +327,80 @@ class FourierNet(nn.Module):
             nn.init.zeros_(self.project.weight)
             nn.init.zeros_(self.project.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def layerwise(self, x: Tensor) -> Tensor:
+        """The definition, one module after the other (what :meth:`forward` computes)."""
         v = pointwise(self.lift, x)
         for i, layer in enumerate(self.layers):
             v = layer(v)
             if i < len(self.layers) - 1:
                 v = nn.functional.gelu(v)
         return pointwise(self.project, v)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, in_channels, *S]`` -> ``[B, out_channels, *S]``."""
+        return self.on_grid(x.movedim(1, -1).movedim(0, -2)).movedim(-2, 0).movedim(-1, 1)
+
+    def on_grid(self, v: Tensor) -> Tensor:
+        """The same on fields stored spatial axes first: ``[*S, B, in_channels]`` ->
+        ``[*S, B, out_channels]`` (a contiguous input is used as it is, without a copy)."""
+        *shape, batch, _ = v.shape
+        self.layers[0].spectral.check_resolution(shape)
+        weight = self.lift.weight
+        # no autocast: half-precision DFT matrices would cost the spectral path its accuracy
+        with torch.autocast(v.device.type, enabled=False):
+            dft = self._dft(tuple(shape), weight.dtype, weight.device)
+            points = math.prod(shape)
+            v = v.to(weight.dtype).contiguous()
+            folded = self._folded()
+            for i, (r_re, r_im, r_im_neg, linear, constant) in enumerate(folded):
+                c, o = linear.shape
+                z = dft.forward(v.view(*shape, batch * c)).view(2, -1, batch, c)  # [2, Q, B, C]
+                y_re = torch.baddbmm(torch.bmm(z[1], r_im_neg), z[0], r_re)
+                y_re[0] += points * constant  # the bias: a constant field, all in the mean coefficient
+                y_im = torch.baddbmm(torch.bmm(z[1], r_re), z[0], r_im)
+                spectral = dft.inverse(torch.stack([y_re, y_im]).view(2, -1, batch * o))
+                v = torch.addmm(spectral.view(-1, o), v.view(-1, c), linear).view(*shape, batch, o)
+                if i < len(folded) - 1:
+                    v = nn.functional.gelu(v)
+        return v
+
+    def _dft(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> TruncatedDFT:
+        cache = self.__dict__.setdefault("_dft_cache", {})
+        key = (shape, dtype, device)
+        if key not in cache:
+            cache[key] = TruncatedDFT(shape, self.modes, dtype, device)
+        return cache[key]
+
+    def _folded(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
+        """Per layer: the spectral weights ``[Q, in, out]`` (real, imaginary, minus imaginary),
+        the pointwise matrix ``[in, out]`` and the constant ``[out]``, with the lifting folded into
+        the first layer and the projection into the last. Kept while autograd is off, keyed by
+        every parameter's storage and version (see :meth:`SpectralConv._real_weight`)."""
+        params = list(self.parameters())
+        key = None if torch.is_grad_enabled() else tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        cached = self.__dict__.get("_folded_cache")
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        d, m, last = self.n_dims, self.modes, len(self.layers) - 1
+        folded = []
+        for i, layer in enumerate(self.layers):
+            w = layer.spectral.weight  # [blocks, in, out, m ... m, 2]
+            c_in, c_out = w.shape[1:3]
+            w = w.reshape(*([2] * (d - 1)), c_in, c_out, *([m] * d), 2)
+            # -> [(block, mode) per full axis, mode of the last axis, in, out, re/im]: TruncatedDFT's order
+            order = [a for k in range(d - 1) for a in (k, d + 1 + k)] + [2 * d, d - 1, d, 2 * d + 1]
+            w = w.permute(order).reshape(-1, c_in, c_out, 2)
+            r_re, r_im = w[..., 0], w[..., 1]
+            linear, constant = layer.linear.weight.T, layer.linear.bias
+            if i == 0:
+                lift = self.lift.weight.T
+                constant = constant + self.lift.bias @ (linear + r_re[0])
+                r_re, r_im, linear = lift @ r_re, lift @ r_im, lift @ linear
+            if i == last:
+                project = self.project.weight.T
+                constant = constant @ project + self.project.bias
+                r_re, r_im, linear = r_re @ project, r_im @ project, linear @ project
+            folded.append((r_re.contiguous(), r_im.contiguous(), (-r_im).contiguous(), linear, constant))
+        if key is not None:
+            self.__dict__["_folded_cache"] = (key, folded)
+        return folded
