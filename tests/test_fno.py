@@ -13,7 +13,7 @@ import torch
 from conftest import Diffusion, coefficients, synthesise
 
 from sciml_cli.models.fno import FNO
-from sciml_cli.nn import FourierLayer, SpectralConv
+from sciml_cli.nn import FourierLayer, FourierNet, SpectralConv, TruncatedDFT
 from sciml_cli.numerics.metrics import relative_l2
 from sciml_cli.training import checkpoint
 from sciml_cli.training.trainer import Phase, Trainer
@@ -87,6 +87,72 @@ def test_spectral_conv_equals_li_et_als_rfftn_formula_in_values_and_gradients(n_
     grads_ref = torch.autograd.grad((y_ref * probe).sum(), [x, conv.weight])
     for g, g_ref in zip(grads, grads_ref):
         assert relative_difference(g, g_ref) < 1e-13
+
+
+@pytest.mark.parametrize("shape, modes", [((30,), 8), ((16,), 9), ((12, 10), 6), ((8, 6), 4), ((6, 8, 10), 3)])
+def test_truncated_dft_is_rfftn_on_the_kept_modes_and_irfftn_back(shape, modes):
+    """The matrix transforms against ``rfftn``: the kept blocks of each axis, in order, and back
+    ``irfftn`` of the spectrum zero-filled elsewhere. The cases include the Nyquist coefficient
+    on the last axis (9 modes of 16 points, 4 of 6) and both blocks filling an axis (2 x 4 of 8)."""
+    torch.manual_seed(0)
+    d = len(shape)
+    v = torch.randn(*shape, 5, dtype=torch.float64)
+    dft = TruncatedDFT(shape, modes, torch.float64, torch.device("cpu"))
+    full = torch.fft.rfftn(v, dim=tuple(range(d)))
+    index = [torch.cat([torch.arange(modes), torch.arange(n - modes, n)]) for n in shape[:-1]] + [torch.arange(modes)]
+    kept = full
+    for axis, idx in enumerate(index):
+        kept = kept.index_select(axis, idx)
+    coefficients = dft.forward(v)
+    assert coefficients.shape == (2, kept[..., 0].numel(), 5)
+    assert relative_difference(coefficients, torch.stack([kept.real, kept.imag]).reshape(2, -1, 5)) < 1e-14
+    spectrum = torch.zeros_like(full)
+    spectrum[torch.meshgrid(*index, indexing="ij")] = kept
+    expected = torch.fft.irfftn(spectrum, s=shape, dim=tuple(range(d)))
+    assert relative_difference(dft.inverse(coefficients), expected) < 1e-14
+
+
+@pytest.mark.parametrize("n_dims, shape, modes, layers", [
+    (1, (30,), 8, 1), (1, (16,), 9, 2), (2, (32, 32), 8, 2), (2, (16, 20), 5, 3), (2, (8, 6), 4, 2),
+    (3, (8, 6, 10), 3, 2)])
+def test_the_fourier_net_is_its_layer_by_layer_definition_in_values_and_gradients(n_dims, shape, modes, layers):
+    """The network folds its lifting and projection into the end layers and transforms by
+    matrices on a spatial-first layout: against the modules applied one after the other, the same
+    values and the same gradients for the input and every parameter, in float64."""
+    torch.manual_seed(0)
+    net = FourierNet(n_dims, 2, 3, width=7, modes=modes, layers=layers, zero_last=False).double()
+    x = torch.randn(4, 2, *shape, dtype=torch.float64, requires_grad=True)
+    y, y_ref = net(x), net.layerwise(x)
+    assert relative_difference(y, y_ref) < 1e-13
+    probe = torch.randn_like(y)
+    grads = torch.autograd.grad((y * probe).sum(), [x, *net.parameters()])
+    grads_ref = torch.autograd.grad((y_ref * probe).sum(), [x, *net.parameters()])
+    for g, g_ref in zip(grads, grads_ref):
+        assert relative_difference(g, g_ref) < 1e-12
+    with torch.no_grad():  # the layout it keeps: [*S, B, C], read without a copy
+        grid = x.movedim(1, -1).movedim(0, -2).contiguous()
+        assert torch.equal(net.on_grid(grid).movedim(-2, 0).movedim(-1, 1), net(x))
+
+
+def test_the_fourier_net_folds_its_weights_again_when_a_parameter_changes():
+    """Without autograd the folded weights are kept: an optimiser step or a loaded state must
+    still show in the next output."""
+    torch.manual_seed(0)
+    net = FourierNet(2, 2, 1, width=6, modes=4, layers=2, zero_last=False)
+    x = torch.randn(3, 2, 12, 12)
+    with torch.no_grad():
+        first = net(x)
+        assert "_folded_cache" in net.__dict__ and torch.equal(net(x), first)
+        assert relative_difference(first, net.layerwise(x)) < 1e-5
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.1)
+    net(x).square().sum().backward()
+    optimiser.step()
+    with torch.no_grad():
+        stepped = net(x)
+        assert relative_difference(stepped, first) > 1e-3
+        assert relative_difference(stepped, net.layerwise(x)) < 1e-5
+        net.load_state_dict({**net.state_dict(), "project.weight": torch.zeros(1, 6), "project.bias": torch.zeros(1)})
+        assert net(x).abs().max() == 0
 
 
 @pytest.mark.parametrize("n_dims, modes, coarse", [(1, 8, 32), (2, 5, 12)])

@@ -13,4 +13,4 @@ from .fourier import FourierLayer, FourierNet, SpectralConv, TruncatedDFT, point
 from .mlp import ACTIVATIONS, MLP, Derivatives, ResNet
 
 __all__ = ["ACTIVATIONS", "ConvNet", "MLP", "Derivatives", "FourierLayer", "FourierNet", "PeriodicResNet", "SpectralConv",
-           "parse_derivative", "ResNet", "pointwise"]
+           "TruncatedDFT", "parse_derivative", "ResNet", "pointwise"]
