@@ -15,8 +15,14 @@ of >= 10x the training unroll; training within the preset's time budget.
 
     python scripts/bench_hybrid.py --preset hybrid_burgers [--json out.json] [--figure fig.png]
     python scripts/bench_hybrid.py --runs RUN_LOOP RUN_ONESTEP      # score existing runs
+    python scripts/bench_hybrid.py --runs RUN RUN --against /tmp/old   # and time another checkout's code
     python scripts/bench_hybrid.py --schemes hybrid_burgers       # why the coarse solver is low order
     python scripts/bench_hybrid.py --schemes hybrid_navier_stokes_low_viscosity --scheme-samples 16 --scheme-steps 100
+
+``--against DIR`` also rolls each run out with the ``sciml_cli`` of another checkout (e.g. a
+``git worktree`` of an older commit), its weights loaded into that code's model, in the same
+process: this code, that code and the 2x solver take turns, ``--rounds`` times, and the medians of
+the per-round ratios are printed (the machine's speed drifts too much for separate calls).
 
 ``--schemes`` runs no training: for the preset's problem it scores the plain coarse solver with
 each of the problem's coarse schemes on 1x, 2x and 4x grids (4 test trajectories, 50 coarse
@@ -88,6 +94,51 @@ def score(run: Path, device: str, repeats: int) -> dict:
             "curves": evaluation.details["curves"]}
 
 
+def against(run: Path, checkout: Path, rounds: int) -> dict:
+    """Time the rollout of ``run`` with this code, with ``checkout``'s code and the 2x solver, in
+    turns; the medians of the per-round ratios."""
+    import importlib.util
+    import statistics
+
+    from omegaconf import OmegaConf
+
+    from sciml_cli.commands.eval import restore
+
+    if "sciml_against" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("sciml_against", checkout / "sciml_cli" / "__init__.py",
+                                                      submodule_search_locations=[str(checkout / "sciml_cli")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["sciml_against"] = module
+        spec.loader.exec_module(module)
+    from sciml_against.models.hybrid import Hybrid as Other
+
+    _, problem, model, _ = restore(run / "checkpoints" / "best.pt", "cpu")
+    config = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "config.yaml").model)
+    other = Other(problem, **{k: v for k, v in config.items() if k != "_target_"})
+    other = other.to(next(model.parameters()).dtype)
+    other.load_state_dict(model.state_dict())
+    reference = model.trajectories(problem, "test")
+    initial, steps = reference[:, 0], reference.shape[1] - 1
+    calls = {"this": lambda: model.rollout(problem, initial, steps),
+             "other": lambda: other.rollout(problem, initial, steps),
+             "solver_2x": lambda: problem.solver_trajectories("test", reference.shape[0], steps, 2 * model.resolution)}
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.no_grad():
+        difference = (calls["this"]() - calls["other"]()).abs().max() / reference.abs().max()
+        for _ in range(rounds):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                seconds[name].append(time.perf_counter() - start)
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(seconds[a], seconds[b]))
+
+    return {"max_difference": difference.item(), "medians": {k: statistics.median(v) for k, v in seconds.items()},
+            "this/other": ratio("this", "other"), "this/solver_2x": ratio("this", "solver_2x"),
+            "other/solver_2x": ratio("other", "solver_2x")}
+
+
 def schemes(preset: str, extra: list[str], samples: int = 4, steps: int = 50) -> None:
     import typing
 
@@ -124,6 +175,8 @@ def main() -> None:
     ap.add_argument("--outputs", type=Path, default=Path("outputs/bench_hybrid"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--against", type=Path, metavar="DIR", help="with --runs: time another checkout's code too")
+    ap.add_argument("--rounds", type=int, default=15, help="--against: turns of each rollout")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--figure", type=Path)
     ap.add_argument("overrides", nargs="*", help="extra overrides for both trainings")
@@ -132,6 +185,18 @@ def main() -> None:
         return schemes(args.schemes, args.overrides, args.scheme_samples, args.scheme_steps)
     if not args.preset and not args.runs:
         ap.error("give --preset or --runs")
+    if args.against:
+        if not args.runs:
+            ap.error("--against needs --runs")
+        for run in dict.fromkeys(args.runs):
+            r = against(run, args.against, args.rounds)
+            m = r["medians"]
+            print(f"{run}: rollout, median of {args.rounds} turns: this code {m['this']:.4f} s, {args.against} "
+                  f"{m['other']:.4f} s, solver on the 2x grid {m['solver_2x']:.4f} s; per turn this/other "
+                  f"{r['this/other']:.3f}, this/2x solver {r['this/solver_2x']:.3f}, other/2x solver "
+                  f"{r['other/solver_2x']:.3f}; largest difference of the rollouts {r['max_difference']:.1e} "
+                  "of the reference's largest value")
+        return
 
     walls: dict[str, float | None] = {"loop": None, "onestep": None}
     if args.runs:
