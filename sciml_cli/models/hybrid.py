@@ -225,10 +225,9 @@ class Hybrid(Model):
     def loss(self, problem: DifferentiableSolver, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         state, errors = batch["initial"], []
         scales = self.scales(state.dtype)
-        scale = scales[2]
         for k in range(self.unroll):
             state = self.advance(problem, state.detach() if self.detach and k else state, scales)
-            errors.append(((state - batch["targets"][:, k]) / scale).pow(2).mean())
+            errors.append(((state - batch["targets"][:, k]) / scales[2]).pow(2).mean())
         return {"rollout": torch.stack(errors).mean()}
 
     # -- evaluation ----------------------------------------------------------------------------------

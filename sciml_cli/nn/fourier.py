@@ -144,13 +144,10 @@ class SpectralConv(nn.Module):
         cache = self.__dict__.setdefault("_dft_cache", {})
         key = (n, dtype, device)
         if key not in cache:
-            m = self.modes
-            angle = (2 * math.pi / n) * torch.outer(torch.arange(n, dtype=torch.float64),
-                                                    torch.arange(m, dtype=torch.float64))  # [n, m]
-            forward = torch.stack([torch.cos(angle), -torch.sin(angle)], dim=-1).reshape(n, 2 * m)
-            weight = torch.full((m, 1), 2.0 / n, dtype=torch.float64)  # each mode stands for its conjugate too
-            weight[0] = 1.0 / n
-            inverse = torch.stack([weight * torch.cos(angle.T), -weight * torch.sin(angle.T)], dim=1).reshape(2 * m, n)
+            m, dft = self.modes, TruncatedDFT((n,), self.modes, torch.float64, torch.device("cpu"))
+            # TruncatedDFT's blocks of real parts, then imaginary ones, interleaved per mode here
+            forward = dft.last_forward.view(2, m, n).permute(2, 1, 0).reshape(n, 2 * m)
+            inverse = dft.last_inverse.view(n, 2, m).permute(2, 1, 0).reshape(2 * m, n)
             cache[key] = (forward.to(dtype=dtype, device=device), inverse.to(dtype=dtype, device=device))
         return cache[key]
 
