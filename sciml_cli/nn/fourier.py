@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
+
+_T = TypeVar("_T")
 
 #: modules that act on each entry alone, so on any layout
 _ELEMENTWISE = (nn.GELU, nn.ReLU, nn.Tanh, nn.SiLU, nn.Sigmoid, nn.Identity)
@@ -44,6 +47,25 @@ def pointwise(layer: nn.Module, v: Tensor) -> Tensor:
     else:
         out = torch.baddbmm(linear.bias[:, None].expand(batch, -1, n), weight, x)
     return out.view(batch, -1, *v.shape[2:])
+
+
+def kept_without_grad(owner: nn.Module, name: str, tensors: Sequence[Tensor], build: Callable[[], _T]) -> _T:
+    """``build()``, kept in ``owner`` under ``name`` while autograd is off (evaluation, rollouts,
+    ``sciml solve``) until one of ``tensors`` changes; rebuilt at every call with autograd on.
+
+    The key is each tensor's storage and version, which every in-place update (an optimiser
+    step, ``load_state_dict``) and every ``.to()`` changes; a write through ``.data`` is not seen,
+    so code that writes weights that way must do so before the first evaluation.
+    """
+    if torch.is_grad_enabled():
+        return build()
+    key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    cached = owner.__dict__.get(name)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    value = build()
+    owner.__dict__[name] = (key, value)
+    return value
 
 
 class SpectralConv(nn.Module):
@@ -175,27 +197,17 @@ class SpectralConv(nn.Module):
         return torch.view_as_complex(y.contiguous().view(batch, c_out, *([2 * m] * full), m, 2))
 
     def _real_weight(self) -> Tensor:
-        """The weights as the real ``[M, 2 in, 2 out]`` matrices of :meth:`_mix`.
+        """The weights as the real ``[M, 2 in, 2 out]`` matrices of :meth:`_mix`, kept without
+        autograd until the weight changes (:func:`kept_without_grad`) instead of being copied out
+        of the parameter at every call."""
+        return kept_without_grad(self, "_real_weight_cache", [self.weight], self._build_real_weight)
 
-        Without autograd (evaluation, rollouts, ``sciml solve``) the matrices are kept until the
-        weight changes, instead of being copied out of the parameter at every call. The key is
-        the tensor's storage and version, which every in-place update (an optimiser step,
-        ``load_state_dict``) and every ``.to()`` changes; a write through ``weight.data`` is not
-        seen, so code that writes weights that way must do so before the first evaluation.
-        """
-        weight, grad = self.weight, torch.is_grad_enabled()
-        key = None if grad else (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        cached = self.__dict__.get("_real_weight_cache")
-        if not grad and cached is not None and cached[0] == key:
-            return cached[1]
-        k, d = weight.shape[0], self.n_dims
+    def _build_real_weight(self) -> Tensor:
+        weight, k, d = self.weight, self.weight.shape[0], self.n_dims
         m = k * self.modes ** d
         w_re, w_im = weight[..., 0], weight[..., 1]  # [k, in, out, *modes]
         w = torch.cat([torch.cat([w_re, w_im], dim=2), torch.cat([-w_im, w_re], dim=2)], dim=1)
-        w = w.permute(0, *range(3, 3 + d), 1, 2).reshape(m, 2 * self.in_channels, 2 * self.out_channels)
-        if not grad:
-            self.__dict__["_real_weight_cache"] = (key, w)
-        return w
+        return w.permute(0, *range(3, 3 + d), 1, 2).reshape(m, 2 * self.in_channels, 2 * self.out_channels)
 
 
 class FourierLayer(nn.Module):
@@ -371,13 +383,11 @@ class FourierNet(nn.Module):
     def _folded(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
         """Per layer: the spectral weights ``[Q, in, out]`` (real, imaginary, minus imaginary),
         the pointwise matrix ``[in, out]`` and the constant ``[out]``, with the lifting folded into
-        the first layer and the projection into the last. Kept while autograd is off, keyed by
-        every parameter's storage and version (see :meth:`SpectralConv._real_weight`)."""
-        params = list(self.parameters())
-        key = None if torch.is_grad_enabled() else tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-        cached = self.__dict__.get("_folded_cache")
-        if key is not None and cached is not None and cached[0] == key:
-            return cached[1]
+        the first layer and the projection into the last; kept without autograd until a
+        parameter changes (:func:`kept_without_grad`)."""
+        return kept_without_grad(self, "_folded_cache", list(self.parameters()), self._fold)
+
+    def _fold(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
         d, m, last = self.n_dims, self.modes, len(self.layers) - 1
         folded = []
         for i, layer in enumerate(self.layers):
@@ -398,6 +408,4 @@ class FourierNet(nn.Module):
                 constant = constant @ project + self.project.bias
                 r_re, r_im, linear = r_re @ project, r_im @ project, linear @ project
             folded.append((r_re.contiguous(), r_im.contiguous(), (-r_im).contiguous(), linear, constant))
-        if key is not None:
-            self.__dict__["_folded_cache"] = (key, folded)
         return folded

@@ -385,8 +385,9 @@ class Trainer:
                 terms[term] = terms[term] + r.square().sum() if term in terms else r.square().sum()
             total = sum(weights.get(k, 1.0) * v for k, v in terms.items())
             # the step kept the weights where either is not finite: the last checkpoint is good
-            self._check_finite(terms, total, phase, gradient_norm=gradient.norm())
-            first.update(terms=terms, total=total, grad_norm=gradient.norm())
+            grad_norm = gradient.norm()
+            self._check_finite(terms, total, phase, gradient_norm=grad_norm)
+            first.update(terms=terms, total=total, grad_norm=grad_norm)
         else:
             self.optimizer.step(closure)
         if self.scheduler is not None:
