@@ -3,7 +3,7 @@
 For a preset (``hybrid_burgers``, ``hybrid_navier_stokes``) this trains, one after the other on
 a quiet machine, the preset itself (solver in the loop, ``model.unroll`` from the preset) and the
 same network trained on one-step corrections (``model.unroll=1``, Um et al.'s non-interacting
-baseline), with ``sciml train`` as a user would, then scores both on the test split (unseen
+baseline, on the preset's optimiser schedule, phases included), with ``sciml train`` as a user would, then scores both on the test split (unseen
 initial conditions, ``model.test_steps`` coarse steps) beside the coarse solver alone and the
 same solver on 2x and 4x finer grids (its step shrunk alike). Wall times of the test rollout
 (every test sample at once) are the best of ``--repeats`` runs after a warm-up, on the device

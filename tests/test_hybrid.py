@@ -233,6 +233,23 @@ def test_batches_are_a_pure_function_of_step_and_seed(tmp_path):
         assert hits and torch.equal(data[hits[0][0], hits[0][1] + 1:hits[0][1] + 4], a["targets"][i])
 
 
+def test_the_onestep_phase_draws_single_steps_and_other_phases_the_unroll(tmp_path):
+    p = burgers(tmp_path)
+    model = small_hybrid(p, onestep_phase="onestep")
+    assert model.named_phases() == {"model.onestep_phase": "onestep"}
+    assert small_hybrid(p).named_phases() == {}
+    assert model.batch(p, 3, 0)["targets"].shape == (3, 3, 32)  # outside the trainer: the unroll
+    model.start_phase(p, "onestep")
+    one = model.batch(p, 3, 0)
+    assert one["targets"].shape == (3, 1, 32)
+    model.start_phase(p, "unrolled")
+    assert model.batch(p, 3, 0)["targets"].shape == (3, 3, 32)
+    # the loss follows the batch: on a single step it is the unroll-1 model's, bit for bit
+    plain = small_hybrid(p, unroll=1)
+    plain.load_state_dict(model.state_dict())
+    assert torch.equal(model.loss(p, one)["rollout"], plain.loss(p, one)["rollout"])
+
+
 # -- the command line ------------------------------------------------------------------------------
 
 
@@ -294,7 +311,34 @@ def test_init_starts_a_new_run_from_a_trained_models_weights(sciml):
     assert proc.returncode == 2 and "init: no checkpoint at" in proc.stderr and "<run dir>" in proc.stderr
     assert sorted((sciml.cwd / "outputs" / "train" / "burgers-hybrid").iterdir()) == runs  # nothing written
 
+def _logged(run: Path, tag: str) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars(tag)}
+
+
+def test_a_curriculum_trains_one_step_corrections_then_unrolls(sciml):
+    """``optim=adam_curriculum`` with ``model.onestep_phase=onestep``: the first phase's logged
+    losses are those of a model trained on single steps throughout (the same batches, the same
+    weights); from the unrolled phase on they are the unroll's."""
+    args = [*TINY_HYBRID, "optim=adam_curriculum", "optim.onestep_steps=20", "optim.steps=20",
+            "trainer.log_every=5", "trainer.val_every=40", "trainer.checkpoint_every=40"]
+    sciml("train", *args, "model.onestep_phase=onestep", "paths.outputs=curriculum", check=True)
+    sciml("train", *args, "model.onestep_phase=onestep", "model.unroll=1", "paths.outputs=onestep", check=True)
+    runs = [only_run_dir(sciml.cwd / name / "train" / "burgers-hybrid") for name in ("curriculum", "onestep")]
+    curriculum, onestep = (_logged(run, "loss/rollout") for run in runs)
+    assert sorted(curriculum) == sorted(onestep) == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert all(curriculum[k] == onestep[k] for k in (5, 10, 15, 20))
+    assert all(curriculum[k] > 2 * onestep[k] for k in (25, 30, 35, 40))  # errors grow over 8 steps
+    log = (runs[0] / "train.log").read_text()
+    assert "phase 1/2, onestep: steps 1 to 20" in log and "phase 2/2, unrolled: steps 21 to 40" in log
+
+
 @pytest.mark.parametrize("args, needle", [
+    (["problem=burgers", "model.onestep_phase=onestop", "optim=adam_curriculum"],
+     "model.onestep_phase: 'onestop' is not one of the optim's phases; did you mean onestep? (valid: onestep, unrolled)"),
     (["problem=heat"], "Hybrid needs the differentiable solver view; this Heat offers physics residual. "
                        "Problems that fit (valid: burgers, navier_stokes)"),
     (["problem=burgers", "problem.coarse_resolution=48"], "problem.coarse_resolution: must be even and divide "

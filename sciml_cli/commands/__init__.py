@@ -353,6 +353,7 @@ def check_compatible(cfg: DictConfig) -> None:
         if reason is None:
             model = config.instantiate(cfg.model, problem=problem)  # the model's own checks, before any work
             _check_least_squares(cfg, model)
+            _check_named_phases(cfg, model)
             return
         raise ConfigError("problem", f"{model_cls.__name__} {reason}. Problems that fit",
                           _fitting_problems(cfg, requires, model_cls))
@@ -361,6 +362,15 @@ def check_compatible(cfg: DictConfig) -> None:
     raise ConfigError(
         "problem", f"{model_cls.__name__} needs {names}; this {type(problem).__name__} offers "
         f"{offered}. Problems that fit", _fitting_problems(cfg, requires, model_cls))
+
+
+def _check_named_phases(cfg: DictConfig, model: Any) -> None:
+    """A model setting that names an optimiser phase (e.g. ``model.onestep_phase``) names one of
+    ``optim``'s, else it would never take effect."""
+    names = [str(phase.name) for phase in cfg.optim.phases]
+    for key, name in model.named_phases().items():
+        if name not in names:
+            raise ConfigError(key, f"{name!r} is not one of the optim's phases", names, given=name)
 
 
 def _check_least_squares(cfg: DictConfig, model: Any) -> None:

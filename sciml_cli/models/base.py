@@ -8,9 +8,11 @@ outside the method knows its call convention:
   data-parallel training), :meth:`Model.loss` (named, unweighted terms among
   :attr:`Model.loss_terms`, weighted by :attr:`Model.loss_weights` and summed), :meth:`Model.evaluate` and :meth:`Model.scalars`,
   and :meth:`Model.start_phase` before each optimiser phase (a method in stages, such as the
-  UDE that replaces its networks by a recovered equation, changes stage there); the optimiser
-  of a phase gets the parameters that require gradients then; a Gauss-Newton type optimiser
-  (``optim=lm``) also gets :meth:`Model.least_squares`, the loss as a sum of squared residuals,
+  UDE that replaces its networks by a recovered equation, or the hybrid whose first phase trains
+  on single steps, changes stage there; ``sciml train`` checks the phases a model's settings name,
+  :meth:`Model.named_phases`, against ``optim`` before any work); the optimiser of a phase
+  gets the parameters that require gradients then; a Gauss-Newton type optimiser (``optim=lm``)
+  also gets :meth:`Model.least_squares`, the loss as a sum of squared residuals,
   from the models that offer it (:attr:`Model.least_squares_unmet` is ``None``);
 - ``sciml eval`` calls :meth:`Model.evaluate` and :meth:`Model.figures`;
 - ``sciml solve ckpt=`` calls :meth:`Model.surrogate` to predict what the reference solver
@@ -114,6 +116,12 @@ class Model(nn.Module):
         """Called before the optimiser phase ``name`` starts, also when a run resumes into it.
         Must be deterministic and idempotent (a resumed run calls it again on the restored
         weights). Default: nothing."""
+
+    def named_phases(self) -> dict[str, str]:
+        """The optimiser phases this model's settings name, by config key (e.g.
+        ``{"model.onestep_phase": "onestep"}``): ``sciml train`` refuses a name the ``optim`` has
+        no phase for, before any work. Default: none."""
+        return {}
 
     def scalars(self) -> dict[str, float]:
         """Values logged with the loss terms at every log step (e.g. learned coefficients)."""

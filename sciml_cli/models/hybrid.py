@@ -19,6 +19,10 @@ Adam's epsilon and stall the training). ``unroll=1`` is Um et al.'s
 non-interacting baseline (a supervised one-step correction); ``unroll`` of 4 to 16 is the solver
 in the loop, which learns to correct the states its own corrections lead to. ``detach=true``
 stops the gradients between steps (each step still sees the states of the rollout).
+``onestep_phase`` names an optimiser phase trained on one-step corrections before the unrolled
+phases (``optim=adam_curriculum``): the unrolled loss then starts from the non-interacting
+model's optimum instead of from the coarse solver, and its gradients through the unrolled steps
+refine a correction that is already good on single steps.
 
 The projection of the network starts at zero, so an untrained hybrid is its coarse solver,
 exactly. Evaluation rolls out far beyond the training unroll on unseen initial conditions and
@@ -78,6 +82,9 @@ class Hybrid(Model):
         ``forcing``: it is a source term inside the step.
     detach
         Stop the gradients between unrolled steps.
+    onestep_phase
+        The optimiser phase, by name, whose training batches are single steps (``unroll`` 1);
+        ``None``: every phase unrolls ``unroll`` steps.
     network
         ``cnn``: periodic residual CNN (``width``, ``blocks``, ``kernel``); ``fno``: Fourier
         layers (``width``, ``modes``, ``blocks`` layers).
@@ -100,6 +107,7 @@ class Hybrid(Model):
         unroll: PositiveInt = 8,
         correct: Literal["state", "forcing"] = "state",
         detach: bool = False,
+        onestep_phase: str | None = None,
         network: Literal["cnn", "fno"] = "cnn",
         width: PositiveInt = 16,
         blocks: PositiveInt = 3,
@@ -127,6 +135,9 @@ class Hybrid(Model):
         except ValueError as err:
             raise ConfigError("", f"problem.{err}") from None
         self.unroll, self.correct, self.detach = int(unroll), correct, bool(detach)
+        self.onestep_phase = None if onestep_phase is None else str(onestep_phase)
+        #: the unroll of the current phase's training batches (see :meth:`start_phase`)
+        self.batch_unroll = self.unroll
         self.n_train, self.train_steps = int(n_train), int(train_steps)
         self.n_val, self.val_steps, self.n_test, self.test_steps = int(n_val), int(val_steps), int(n_test), int(test_steps)
         self.batch_size = int(batch_size)
@@ -210,22 +221,30 @@ class Hybrid(Model):
         self.increment_scale.fill_(rho if rho > 0 else self.scale.item())
         self.correction_scale.fill_(delta if delta > 0 else 1e-3 * self.scale.item())
 
+    def start_phase(self, problem: DifferentiableSolver, name: str) -> None:
+        self.batch_unroll = 1 if name == self.onestep_phase else self.unroll
+
+    def named_phases(self) -> dict[str, str]:
+        return {} if self.onestep_phase is None else {"model.onestep_phase": self.onestep_phase}
+
     def batch(self, problem: DifferentiableSolver, step: int, seed: int) -> dict[str, Tensor]:
         """``batch_size`` sub-trajectories of the training reference: ``{"initial": [B, *S],
-        "targets": [B, unroll, *S]}``, drawn from a generator seeded by ``(seed, step)``."""
+        "targets": [B, k, *S]}`` with ``k`` the current phase's unroll, drawn from a generator
+        seeded by ``(seed, step)``."""
         self.fit_scale(problem)
         data = self.trajectories(problem, "train")
+        unroll = self.batch_unroll
         g = torch.Generator().manual_seed(int(seed) * SEED_STRIDE + int(step))
         which = torch.randint(data.shape[0], (self.batch_size,), generator=g)
-        start = torch.randint(data.shape[1] - self.unroll, (self.batch_size,), generator=g)
-        times = start[:, None] + torch.arange(self.unroll + 1)
+        start = torch.randint(data.shape[1] - unroll, (self.batch_size,), generator=g)
+        times = start[:, None] + torch.arange(unroll + 1)
         window = data[which[:, None].to(data.device), times.to(data.device)]
         return {"initial": window[:, 0], "targets": window[:, 1:]}
 
     def loss(self, problem: DifferentiableSolver, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         state, errors = batch["initial"], []
         scales = self.scales(state.dtype)
-        for k in range(self.unroll):
+        for k in range(batch["targets"].shape[1]):
             state = self.advance(problem, state.detach() if self.detach and k else state, scales)
             errors.append(((state - batch["targets"][:, k]) / scales[2]).pow(2).mean())
         return {"rollout": torch.stack(errors).mean()}

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, hessian, jacrev
+from torch.func import functional_call, jacfwd, jacrev
 
 from ..constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ..nn import MLP, parse_derivative
@@ -471,12 +471,26 @@ class PINN(FieldModel):
             def n_of(y: Tensor) -> Tensor:
                 return network(net, y)
 
-            d = {(): n_of(x)[None]}
+            def with_value(y: Tensor) -> tuple[Tensor, Tensor]:
+                value = n_of(y)
+                return value, value
+
+            def first(y: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                jac, value = jacrev(with_value, has_aux=True)(y)
+                return jac, (jac, value)
+
+            # one pass of each order: the Hessian's forward-over-reverse sweep carries the Jacobian
+            # and the value it went through, rather than a second and third trace of the network
+            if order >= 2:
+                hes, (jac, value) = jacfwd(first, has_aux=True)(x)
+            elif order == 1:
+                jac, value = jacrev(with_value, has_aux=True)(x)
+            else:
+                value = n_of(x)
+            d = {(): value[None]}
             if order >= 1:
-                jac = jacrev(n_of)(x)
                 d.update({(i,): jac[None, :, i] for i in range(dim)})
             if order >= 2:
-                hes = hessian(n_of)(x)
                 d.update({(i, j): hes[None, :, i, j] for i in range(dim) for j in range(i, dim)})
             if self.hard:
                 d = self._transform(d, {k: (g[None], phi[None]) for k, (g, phi) in gp.items()}, keys)
