@@ -129,15 +129,43 @@ def test_the_plain_solver_on_the_fine_grid_converges_to_the_reference(tmp_path):
 
 
 # -- the hybrid model ------------------------------------------------------------------------------
+@pytest.mark.parametrize("network", ["cnn", "fno", "stencil"])
 @pytest.mark.parametrize("correct", ["state", "forcing"])
 @pytest.mark.parametrize("which", ["burgers", "navier_stokes"])
-def test_a_hybrid_with_a_zero_network_is_its_coarse_solver_exactly(tmp_path, which, correct):
+def test_a_hybrid_with_a_zero_network_is_its_coarse_solver_exactly(tmp_path, which, correct, network):
     p = burgers(tmp_path) if which == "burgers" else navier_stokes(tmp_path)
-    model = small_hybrid(p, correct=correct)
+    model = small_hybrid(p, correct=correct, network=network, modes=4)
     evaluation = model.evaluate(p, split="val")
     coarse = p.solver_trajectories("val", 2, 5)
     assert torch.equal(evaluation.prediction, coarse[:, 1:])
     assert evaluation.metrics["rel_l2"] == evaluation.metrics["rel_l2_coarse"] > 0
+
+
+@pytest.mark.parametrize("n_dims, kernel, shape", [(1, 5, (12,)), (1, 7, (9,)), (2, 3, (6, 10)), (2, 5, (5, 7))])
+def test_the_stencil_mlp_is_a_circular_convolution_a_relu_and_a_pointwise_layer(n_dims, kernel, shape):
+    """The same function as torch's circular convolution, ReLU and 1 x 1 convolution with its
+    weights, in values and gradients, on grids no larger than a few stencils."""
+    import torch.nn.functional as F
+
+    from sciml_cli.nn import StencilMLP
+
+    torch.manual_seed(0)
+    net = StencilMLP(n_dims, 2, 3, width=8, kernel=kernel, zero_last=False).double()
+    x = torch.randn(4, 2, *shape, **F64, requires_grad=True)
+    conv = F.conv1d if n_dims == 1 else F.conv2d
+
+    def reference(x):
+        hidden = torch.relu(conv(F.pad(x, (kernel // 2,) * 2 * n_dims, mode="circular"), net.hidden, net.hidden_bias))
+        return conv(hidden, net.out.view(*net.out.shape, *[1] * n_dims), net.out_bias)
+
+    y, expected = net(x), reference(x)
+    assert y.shape == (4, 3, *shape) and (y - expected).abs().max() < 1e-14
+    weights = torch.randn_like(y)
+    mine = torch.autograd.grad((y * weights).sum(), [x, *net.parameters()])
+    theirs = torch.autograd.grad((expected * weights).sum(), [x, *net.parameters()])
+    assert all((a - b).abs().max() < 1e-12 for a, b in zip(mine, theirs))
+    assert torch.equal(net.on_fields(list(x.unbind(1))), y)
+    assert StencilMLP(n_dims, 2, 1, kernel=kernel)(x.detach().float()).abs().max() == 0  # zero_last
 
 
 def test_a_rollout_that_blows_up_scores_inf_and_names_the_step_it_was_lost(tmp_path):

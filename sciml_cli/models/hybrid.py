@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from ..constraints import PositiveInt
 from ..errors import ConfigError
-from ..nn import FourierNet, PeriodicResNet
+from ..nn import FourierNet, PeriodicResNet, StencilMLP
 from ..problems.base import DifferentiableSolver, Evaluation, Solution, whole_ratio
 from .base import Model
 
@@ -87,7 +87,8 @@ class Hybrid(Model):
         ``None``: every phase unrolls ``unroll`` steps.
     network
         ``cnn``: periodic residual CNN (``width``, ``blocks``, ``kernel``); ``fno``: Fourier
-        layers (``width``, ``modes``, ``blocks`` layers).
+        layers (``width``, ``modes``, ``blocks`` layers); ``stencil``: one hidden layer of
+        ``width`` on each point's ``kernel``-wide stencil, the cheapest per step.
     n_train, train_steps
         Training trajectories from random initial conditions and their length in coarse steps.
     n_val, val_steps, n_test, test_steps
@@ -108,7 +109,7 @@ class Hybrid(Model):
         correct: Literal["state", "forcing"] = "state",
         detach: bool = False,
         onestep_phase: str | None = None,
-        network: Literal["cnn", "fno"] = "cnn",
+        network: Literal["cnn", "fno", "stencil"] = "cnn",
         width: PositiveInt = 16,
         blocks: PositiveInt = 3,
         kernel: PositiveInt = 3,
@@ -125,8 +126,8 @@ class Hybrid(Model):
         super().__init__(loss_weights=loss_weights)
         if correct not in ("state", "forcing"):
             raise ValueError(f"correct: {correct!r} is not one of state, forcing")
-        if network not in ("cnn", "fno"):
-            raise ValueError(f"network: {network!r} is not one of cnn, fno")
+        if network not in ("cnn", "fno", "stencil"):
+            raise ValueError(f"network: {network!r} is not one of cnn, fno, stencil")
         if unroll > train_steps:
             raise ConfigError("model.unroll", f"{unroll} steps do not fit in training trajectories of "
                               f"model.train_steps={train_steps}")
@@ -145,6 +146,8 @@ class Hybrid(Model):
         channels = 2 if correct == "state" else 1
         if network == "cnn":
             self.net: nn.Module = PeriodicResNet(self.n_dims, channels, 1, width=width, blocks=blocks, kernel=kernel)
+        elif network == "stencil":
+            self.net = StencilMLP(self.n_dims, channels, 1, width=width, kernel=kernel)
         else:
             if 2 * modes > self.resolution:
                 raise ConfigError("model.modes", f"{modes} Fourier modes need {2 * modes} points per axis; the "
@@ -178,6 +181,8 @@ class Hybrid(Model):
         if isinstance(self.net, FourierNet):  # its own layout, spatial axes first: no copies around it
             grid = torch.stack([field.movedim(0, -1) for field in fields], -1)
             return self.net.on_grid(grid).squeeze(-1).movedim(-1, 0)
+        if isinstance(self.net, StencilMLP):
+            return self.net.on_fields(fields).squeeze(1)
         return self.net(torch.stack(fields, 1)).squeeze(1)
 
     def rollout(self, problem: DifferentiableSolver, initial: Tensor, n_steps: int) -> Tensor:
