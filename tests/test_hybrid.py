@@ -372,6 +372,8 @@ def test_a_curriculum_trains_one_step_corrections_then_unrolls(sciml):
     (["problem=burgers", "problem.coarse_resolution=48"], "problem.coarse_resolution: must be even and divide "
                                                           "fine_resolution=1024, got 48"),
     (["problem=burgers", "model.unroll=0"], "model.unroll: must be > 0, got 0"),
+    (["problem=burgers", "problem.coarse_resolution=32", "model.network=stencil", "model.kernel=33"],
+     "model.kernel: 33 points are wider than the coarse grid's 32"),
     (["problem=burgers", "model.unroll=80", "model.train_steps=60"], "model.unroll: 80 steps do not fit"),
     (["problem=burgers", "problem.coarse_dt=0.1", "problem.dt=0.005"], "above the coarse scheme's stability limit"),
     (["problem=navier_stokes", "problem.coarse_dt=0.125", "problem.dt=0.01"], "problem.coarse_dt: must be a whole"),

@@ -144,6 +144,8 @@ class Hybrid(Model):
         self.batch_size = int(batch_size)
         self.n_dims, self.resolution, self.dt = int(problem.n_dims), int(problem.coarse_resolution), float(problem.coarse_dt)
         channels = 2 if correct == "state" else 1
+        if network != "fno" and kernel > self.resolution:
+            raise ConfigError("model.kernel", f"{kernel} points are wider than the coarse grid's {self.resolution}")
         if network == "cnn":
             self.net: nn.Module = PeriodicResNet(self.n_dims, channels, 1, width=width, blocks=blocks, kernel=kernel)
         elif network == "stencil":

@@ -89,7 +89,7 @@ class StencilMLP(nn.Module):
     a small grid (Burgers on 32 points) a correction network must cost less than the coarse
     solver's step for the hybrid to beat the solver on the 2x grid, and there each operation's
     overhead, not its arithmetic, is the cost (ReLU rather than GELU for the same reason: on a
-    CPU the GELU took a fifth of the corrected step).
+    CPU the GELU cost a sixth of the corrected step).
 
     ``[B, in_channels, *S]`` -> ``[B, out_channels, *S]``; :meth:`on_fields` takes the input
     channels as separate ``[B, *S]`` fields. ``zero_last`` starts the output layer at zero.
