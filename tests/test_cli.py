@@ -50,7 +50,7 @@ def test_train_help_shows_groups_and_options(sciml):
     proc = sciml("train", "--help")
     assert proc.returncode == 0
     assert "== Configuration groups ==" in proc.stdout
-    assert "optim: adam, adam_bfgs, adam_cosine, adam_lbfgs, lbfgs, lm, sgd, ude" in proc.stdout
+    assert "optim: adam, adam_bfgs, adam_cosine, adam_curriculum, adam_lbfgs, lbfgs, lm, sgd, ude" in proc.stdout
     assert "experiment: " in proc.stdout and "pinn_heat" in proc.stdout
 
 
@@ -73,7 +73,7 @@ def test_shell_completion_completes_groups_through_the_dispatcher(sciml):
     "override, key, hint",
     [
         ("model=nope", "model", "valid: drm, fno, hybrid, lgd, lpd, neural_ode, pinn, tv_learned, ude"),
-        ("optim=nope", "optim", "adam, adam_bfgs, adam_cosine, adam_lbfgs, lbfgs, lm, sgd, ude"),
+        ("optim=nope", "optim", "adam, adam_bfgs, adam_cosine, adam_curriculum, adam_lbfgs, lbfgs, lm, sgd, ude"),
         ("optim.lr=-0.1", "optim.lr", "> 0"),
         ("optim.lr=fast", "optim.lr", "> 0"),
         ("optim.lr=inf", "optim.lr", "finite number > 0, got inf"),
