@@ -68,9 +68,10 @@ TINY_NS = [
 
 
 #: solver in the loop on Burgers through the command line, about half a minute on one core
-TINY_HYBRID = [
-    "experiment=hybrid_burgers", "problem.fine_resolution=256", "problem.dt=0.0025", "model.n_train=16",
-    "model.train_steps=40", "model.n_val=4", "model.val_steps=40", "model.n_test=4", "model.test_steps=80",
+TINY_HYBRID = [  # the preset's problem, a tenth of its data, one phase
+    "experiment=hybrid_burgers", "optim=adam_cosine", "model.onestep_phase=null", "optim.lr=2e-3",
+    "problem.fine_resolution=256", "problem.dt=0.0025", "model.n_train=16", "model.train_steps=40",
+    "model.n_val=4", "model.val_steps=40", "model.n_test=4", "model.test_steps=80",
     "model.width=16", "model.batch_size=16", "optim.steps=250", "trainer.val_every=125",
     "trainer.checkpoint_every=125", "trainer.device=cpu", "trainer.callbacks.progress=null",
 ]
