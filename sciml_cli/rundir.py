@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 
 def new_run_dir(base: str | Path) -> Path:
@@ -37,8 +45,6 @@ def new_run_dir(base: str | Path) -> Path:
 
 def _parallel_job_id() -> str | None:
     """The id every rank of a multi-process job sees alike, or None outside one."""
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     for name in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
@@ -48,10 +54,89 @@ def _parallel_job_id() -> str | None:
     return f"{os.environ.get('MASTER_ADDR', 'local')}-{os.environ.get('MASTER_PORT', '0')}"
 
 
+#: the files a run writes as it goes; the newest of them dates the run's last activity
+_ACTIVITY = ("checkpoints/last.pt", "run.json", "train.log")
+
+
 def newest_run(base: str | Path) -> Path | None:
-    """The run under ``base`` whose ``checkpoints/last.pt`` was written last."""
-    ckpts = sorted(Path(base).glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
-    return ckpts[-1].parent.parent if ckpts else None
+    """The run under ``base`` written to last (its checkpoint, record or log), or None: the run
+    ``resume=auto`` means. It may have no checkpoint (stopped before its first one); the caller
+    says so rather than fall back on an older run, which would continue another run unasked."""
+    def last_write(run: Path) -> float:
+        return max((f.stat().st_mtime for f in (run / name for name in _ACTIVITY) if f.is_file()), default=-1.0)
+
+    runs = [(last_write(d), d) for d in Path(base).glob("*") if d.is_dir()]
+    runs = [(t, d) for t, d in runs if t >= 0]
+    return max(runs, key=lambda r: r[0])[1] if runs else None
+
+
+#: the lock file of a run directory, held by the process that trains the run
+LOCK = ".lock"
+#: set for the ranks a ``sciml train`` process starts: their parent holds the run's lock
+HELD_ENV = "SCIML_RUN_HELD"
+
+
+class RunInUse(Exception):
+    """Another live process trains this run directory."""
+
+
+@contextmanager
+def hold(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for this process while it trains: two processes writing one run (two
+    resumes, a relaunched sweep whose first copy still runs) would interleave checkpoints. An
+    advisory ``flock``: the kernel releases it when the process ends, a SIGKILL included, so a
+    dead run never stays locked. Where ``fcntl`` is missing (Windows), nothing is held."""
+    run_dir = Path(run_dir)
+    if fcntl is None or os.environ.get(HELD_ENV) == str(run_dir.resolve()):
+        yield
+        return
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)  # the mode follows the umask
+    except OSError:  # the run's own writes will say what is wrong with the directory
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInUse(_describe_holder(fd)) from None
+        except OSError:  # a file system without flock (Lustre mounted without it): train unheld
+            pass
+        else:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {platform.node()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (unlinking it would race a new holder)
+
+
+def holder(run_dir: Path) -> str | None:
+    """Who holds ``run_dir`` (``"pid P on H"``), or None when no live process trains it."""
+    run_dir = Path(run_dir)
+    if fcntl is None or os.environ.get(HELD_ENV) == str(run_dir.resolve()) or not (run_dir / LOCK).is_file():
+        return None
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe_holder(fd)
+        except OSError:
+            pass
+        return None
+    finally:
+        os.close(fd)
+
+
+def _describe_holder(fd: int) -> str:
+    try:
+        pid, _, host = os.pread(fd, 256, 0).decode(errors="replace").strip().partition(" ")
+    except OSError:
+        pid, host = "", ""
+    return f"pid {pid} on {host}" if pid and host else "another process"
 
 
 def resume_checkpoint(resume: str, run_dir: Path | None = None) -> Path:

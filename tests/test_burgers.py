@@ -148,6 +148,14 @@ def test_etdrk4_coefficients_match_closed_forms():
     assert torch.allclose(c["f1"], (-4 - z + e * (4 - 3 * z + z**2)) / z**3, rtol=1e-12)
     assert torch.allclose(c["f2"], (2 + z + e * (z - 2)) / z**3, rtol=1e-12)
     assert torch.allclose(c["f3"], (-4 - 3 * z - z**2 + e * (4 - z)) / z**3, rtol=1e-12)
+    # a complex linear part (dispersion, an advection's i k) is integrated on the whole circle
+    zc = torch.tensor([-1.5 + 2j, -0.01 + 30j, 0.3 - 0.2j], dtype=torch.complex128)
+    cc, ec = etdrk4_coefficients(zc, 1.0), torch.exp(zc)
+    assert torch.allclose(cc["E"], ec, rtol=1e-14)
+    assert torch.allclose(cc["Q"], (torch.exp(zc / 2) - 1) / zc, rtol=1e-12)
+    assert torch.allclose(cc["f1"], (-4 - zc + ec * (4 - 3 * zc + zc**2)) / zc**3, rtol=1e-11)
+    assert torch.allclose(cc["f2"], (2 + zc + ec * (zc - 2)) / zc**3, rtol=1e-11)
+    assert torch.allclose(cc["f3"], (-4 - 3 * zc - zc**2 + ec * (4 - zc)) / zc**3, rtol=1e-11)
     # at L = 0 ETDRK4 is classical RK4: weights 1/6, 2/6, 1/6 (2 f2 covers two stages)
     c0 = etdrk4_coefficients(torch.zeros(1, **F64), 0.1)
     for key, value in (("Q", 0.05), ("f1", 0.1 / 6), ("f2", 0.1 / 6), ("f3", 0.1 / 6)):

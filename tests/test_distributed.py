@@ -35,7 +35,7 @@ def test_two_gloo_processes_give_the_one_process_numbers_and_resume_on_one(sciml
     # rank 0 wrote the run, rank 1 nothing: the files of a 1-process run, one event writer
     assert json.loads((run / "run.json").read_text())["devices"] == 2
     assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
-    assert sorted(p.name for p in run.iterdir()) == [".hydra", "checkpoints", "metrics.json", "plots", "run.json",
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", ".lock", "checkpoints", "metrics.json", "plots", "run.json",
                                                     "tb", "train.log"]
     assert len(list((run / "tb").iterdir())) == 2  # the events and the hparams summary
     assert json.loads((run / "metrics.json").read_text())["step"] == 20

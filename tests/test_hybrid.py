@@ -310,7 +310,11 @@ def test_solve_with_a_hybrid_checkpoint_compares_it_with_the_plain_solvers(sciml
     for factor in (1, 2, 4):
         assert result[f"solver_{factor}x_rel_l2"] > 0 and result[f"solver_{factor}x_s"] > 0
     assert result["hybrid_steps"] == 100  # t_end = 1 in steps of 0.01
-    assert result["rel_l2_mean"] < result["solver_1x_rel_l2"] * 1.5
+    # 20 steps already correct the coarse solver (an untrained hybrid is that solver exactly)
+    assert result["hybrid_rel_l2"] < result["solver_1x_rel_l2"]
+    assert result["solver_4x_rel_l2"] < result["solver_2x_rel_l2"] < result["solver_1x_rel_l2"]
+    equal = next(f for f in (1, 2, 4) if result[f"solver_{f}x_rel_l2"] <= result["hybrid_rel_l2"])
+    assert result["equal_error_grid"] == equal
 
 
 
@@ -367,7 +371,7 @@ def test_a_curriculum_trains_one_step_corrections_then_unrolls(sciml):
 
 @pytest.mark.parametrize("args, needle", [
     (["problem=burgers", "model.onestep_phase=onestop", "optim=adam_curriculum"],
-     "model.onestep_phase: 'onestop' is not one of the optim's phases; did you mean onestep? (valid: onestep, unrolled)"),
+     "model.onestep_phase: 'onestop' is not one of the optim's phases; did you mean onestep? (valid: onestep, unrolled, null)"),
     (["problem=heat"], "Hybrid needs the differentiable solver view; this Heat offers physics residual. "
                        "Problems that fit (valid: burgers, navier_stokes)"),
     (["problem=burgers", "problem.coarse_resolution=48"], "problem.coarse_resolution: must be even and divide "

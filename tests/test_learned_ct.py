@@ -63,8 +63,26 @@ def test_training_pairs_are_a_pure_function_of_the_seed_and_differ_from_the_fixe
     assert set(val) == {"ellipses"} and set(test) == {"ellipses", "shepp_logan"}
     assert val["ellipses"].images.shape == (4, 32, 32) and test["shepp_logan"].images.shape == (1, 32, 32)
     assert not torch.equal(val["ellipses"].images, test["ellipses"].images)
-    with pytest.raises(ValueError, match="training seeds stay below"):
+    with pytest.raises(ValueError, match="draws the val images"):
         p.training_pairs(1, seed=10**9 + 1)  # the validation images' seed
+
+
+def test_every_run_seed_and_step_draws_its_own_phantoms_never_the_held_out_ones():
+    """Training seeds are distinct across (trainer.seed, step), small seeds keep the figures
+    measured with them, and a large trainer.seed (a sweep's 100, 12345) trains without drawing
+    the validation or test images (seed 100, step 1 was the validation seed)."""
+    from sciml_cli.models.unrolled import SEED_STRIDE, training_seed
+
+    assert training_seed(3, 17) == 3 * SEED_STRIDE + 17
+    pairs = [(s, t) for s in (0, 1, 99, 100, 101, 200, 12345, 2**31) for t in (0, 1, 2, SEED_STRIDE - 1)]
+    seeds = [training_seed(s, t) for s, t in pairs]
+    assert len(set(seeds)) == len(pairs) and not {10**9 + 1, 10**9 + 2} & set(seeds)
+    assert all(0 <= v < 2**63 for v in seeds)
+    p = small()
+    images, _ = p.training_pairs(2, seed=training_seed(100, 1))
+    assert not torch.equal(images, p.image_sets("val")["ellipses"].images[:2])
+    with pytest.raises(ValueError, match="steps"):
+        training_seed(0, SEED_STRIDE)
 
 
 def test_baseline_lambdas_are_the_best_on_the_validation_images():

@@ -106,15 +106,27 @@ def test_observations_are_on_the_grid_with_the_stated_noise():
 
 
 def test_causal_weights_decrease_in_time_and_start_at_one():
+    """Wang, Sankaran & Perdikaris (2022): slab i's loss L_i is weighted by exp(-eps sum_{j<i} L_j),
+    computed here slab by slab; the weights are constants of the step (no gradient through them)."""
     problem = raissi()
-    model = PINN(problem, width=8, depth=2, causal_epsilon=10.0, causal_bins=8).double()
+    eps, bins = 0.5, 8
+    model = PINN(problem, width=8, depth=2, causal_epsilon=eps, causal_bins=bins).double()
     pts = problem.sample_interior(800, seed=0)
-    r2 = torch.linspace(1, 2, 800, dtype=torch.float64)
+    r2 = torch.rand(800, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
     loss = model._causal(r2, pts, problem)
-    w = model._causal_min.item()
-    assert 0 < w < 1 and loss < r2.mean()
+    lo, hi = problem.bounds[model.coords.index("t")]
+    t = (pts[:, model.coords.index("t")] - lo) / (hi - lo)
+    slabs = [(t >= i / bins) & (t < (i + 1) / bins) if i < bins - 1 else t >= i / bins for i in range(bins)]
+    means = [r2.detach()[m].mean().item() for m in slabs]
+    weights = [math.exp(-eps * sum(means[:i])) for i in range(bins)]
+    assert weights[0] == 1.0 and all(a > b for a, b in zip(weights, weights[1:]))
+    assert loss.item() == pytest.approx(sum(w * m for w, m in zip(weights, means)) / bins, rel=1e-12)
+    assert model._causal_min.item() == pytest.approx(weights[-1], rel=1e-12)
+    (grad,) = torch.autograd.grad(loss, r2)
+    for i, m in enumerate(slabs):  # d loss / d r2_k = w_i / (bins |slab i|): the weights are held
+        assert torch.allclose(grad[m], torch.full_like(grad[m], weights[i] / (bins * int(m.sum()))), rtol=1e-12)
     model.causal_epsilon = 0.0  # no causality: plain mean of the slab means
-    assert abs(model._causal(r2, pts, problem).item() - r2.mean().item()) < 0.05
+    assert model._causal(r2, pts, problem).item() == pytest.approx(sum(means) / bins, rel=1e-12)
 
 
 def test_rad_gathers_points_where_the_residual_is_large():

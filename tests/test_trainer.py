@@ -28,6 +28,58 @@ from sciml_cli.training.callbacks import Callback
 from sciml_cli.training.trainer import Interrupted
 
 
+def test_a_run_being_trained_is_not_resumed_by_a_second_process(tmp_path):
+    """While one process trains a run, ``resume=auto`` and ``resume=<run>`` from another are a
+    one-line config error naming the holder, and write nothing; once it stops, the run resumes."""
+    args = [*TINY, "optim.steps=100000", "trainer.checkpoint_every=5"]
+    base = tmp_path / "outputs" / "train" / "heat-pinn"
+    proc = start_train(args, tmp_path, lambda: bool(list(base.glob("*/checkpoints/last.pt"))))
+    try:
+        run = only_run_dir(base)
+        umask = os.umask(0)
+        os.umask(umask)
+        assert (run / ".lock").stat().st_mode & 0o777 == 0o666 & ~umask
+        hydra_config = (run / ".hydra" / "config.yaml").read_text()
+        for resume in ("auto", str(run)):
+            second = run_sciml("train", *TINY, f"resume={resume}", cwd=tmp_path)
+            assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+            assert f"is being trained by pid {proc.pid} on " in second.stderr and "Traceback" not in second.stderr
+        assert (run / ".hydra" / "config.yaml").read_text() == hydra_config
+        assert only_run_dir(base) == run
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    step = checkpoint.load(run / "checkpoints" / "last.pt")["step"]
+    run_sciml("train", *TINY, f"resume={run}", f"optim.steps={step + 5}", cwd=tmp_path, check=True)
+    assert checkpoint.load(run / "checkpoints" / "last.pt")["step"] == step + 5
+
+
+def test_resume_auto_does_not_continue_an_older_run_when_the_newest_never_checkpointed(tmp_path):
+    """A run killed (SIGKILL: no handler runs) before its first checkpoint is the newest run:
+    ``resume=auto`` says so rather than continue an older run unasked, and writes nothing. The
+    killed process's lock is gone with it."""
+    import time
+
+    base = tmp_path / "outputs" / "train" / "heat-pinn"
+    run_sciml("train", *TINY, cwd=tmp_path, check=True)
+    older = only_run_dir(base)
+    stamp = (older / "checkpoints" / "last.pt").stat().st_mtime_ns
+    time.sleep(1.1)  # a run directory is named by the second it starts
+    args = [*TINY, "optim.steps=100000", "trainer.checkpoint_every=100000"]
+    proc = start_train(args, tmp_path, lambda: len(list(base.glob("*/run.json"))) == 2)
+    proc.kill()
+    proc.communicate(timeout=60)
+    newest = next(d for d in base.iterdir() if d != older)
+    assert not (newest / "checkpoints" / "last.pt").exists()
+    listing = sorted(str(p) for p in base.rglob("*"))
+    again = run_sciml("train", *TINY, "resume=auto", cwd=tmp_path)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+    assert f"the newest run, {newest.relative_to(tmp_path)}, stopped before its first checkpoint" in again.stderr
+    assert sorted(str(p) for p in base.rglob("*")) == listing
+    assert (older / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
+
+
 @pytest.mark.parametrize("stop_at, signum", [(3, signal.SIGTERM), (20, signal.SIGINT), (25, signal.SIGTERM)])
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_path, stop_at, signum):
     full, full_model = fit(PHASED, tmp_path / "full")

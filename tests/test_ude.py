@@ -236,6 +236,9 @@ def _sciml(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     (["model=neural_ode", "problem=lotka_volterra", "model.method=heun"], "model.method"),
     (["model=ude", "problem=lotka_volterra", "model.rtol=0"], "model.rtol"),
     (["model=ude", "problem=lotka_volterra", "model.sindy_select=lasso"], "model.sindy_select: 'lasso' is not a valid choice (valid: threshold, aicc)"),
+    # the default refit phase belongs to optim=ude: under another optim the equation would never be recovered
+    (["model=ude", "problem=lotka_volterra", "optim=adam"],
+     "model.sindy_phase: 'refit' is not one of the optim's phases; optim=ude has it (valid: adam, null)"),
     (["model=neural_ode", "problem=lotka_volterra", "model.max_steps=0"], "model.max_steps"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, needle):

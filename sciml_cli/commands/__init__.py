@@ -370,7 +370,18 @@ def _check_named_phases(cfg: DictConfig, model: Any) -> None:
     names = [str(phase.name) for phase in cfg.optim.phases]
     for key, name in model.named_phases().items():
         if name not in names:
-            raise ConfigError(key, f"{name!r} is not one of the optim's phases", names, given=name)
+            having = [f"optim={o}" for o in config.group_options("optim") if name in _phase_names(o)]
+            hint = f"; {' and '.join(having)} {'has' if len(having) == 1 else 'have'} it" if having else ""
+            raise ConfigError(key, f"{name!r} is not one of the optim's phases{hint}", [*names, "null"], given=name)
+
+
+def _phase_names(option: str) -> list[str]:
+    """The phase names of the ``optim`` option ``option``, read from its file."""
+    try:
+        phases = OmegaConf.load(config.CONFIG_DIR / "optim" / f"{option}.yaml").get("phases") or []
+        return [str(p.get("name")) for p in phases]
+    except Exception:  # a user's option this reading does not understand: no hint from it
+        return []
 
 
 def _check_least_squares(cfg: DictConfig, model: Any) -> None:

@@ -116,14 +116,28 @@ def _resume_state(resume: str, auto_base: Callable[[], Path]) -> tuple[Path, dic
         if run is None:
             raise ConfigError("resume", f"resume=auto found no run with a checkpoint under {base}")
         path = rundir.resume_checkpoint("auto", run)
+        _check_not_held(run)
+        if not path.is_file():
+            raise ConfigError("resume", f"resume=auto: the newest run, {run}, stopped before its first checkpoint, "
+                                        "so nothing of it can be resumed; train afresh (no resume), or name "
+                                        "an older run: resume=<run dir>")
     else:
         path = rundir.resume_checkpoint(resume)
         if not path.is_file():
             raise ConfigError("resume", f"no checkpoint at {path}", ["auto", "<run dir>", "<checkpoint file>"])
+        if path.parent.name == "checkpoints":
+            _check_not_held(path.parent.parent)
     try:
         return path, checkpoint.load(path)
     except CheckpointError as err:
         raise ConfigError("resume", str(err)) from None
+
+
+def _check_not_held(run: Path, key: str = "resume") -> None:
+    who = rundir.holder(run)
+    if who is not None:
+        raise ConfigError(key, f"{run} is being trained by {who}; wait for it to end, or stop it "
+                               "(SIGTERM checkpoints it) and resume then")
 
 
 def _check_phases(cfg: DictConfig) -> None:
@@ -292,8 +306,8 @@ def _train_run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str
         cfg = _resumed_config(resume_state["config"], cfg, overrides)
         config.check(cfg)
         if writer:
-            (run_dir / ".hydra").mkdir(exist_ok=True)
-            (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+            text = OmegaConf.to_yaml(cfg)  # a sweep's summary reads it back: never half-written
+            checkpoint.atomic_write(run_dir / ".hydra" / "config.yaml", lambda tmp: Path(tmp).write_text(text))
             print(f"resuming {run_dir} from {ckpt} (step {resume_state['step']})", file=sys.stderr)
 
     # before instantiating: Hydra resolves the nodes an interpolation points to in place
@@ -444,7 +458,8 @@ def _launch_ranks(cfg: DictConfig, run_dir: Path, overrides: list[str], n: int) 
     args = [o for o in overrides if not o.lstrip("+").startswith(skip)] + [f"hydra.run.dir={run_dir}"]
     if cfg.resume is not None:
         args.append(f"resume={run_dir if str(cfg.resume) == 'auto' else cfg.resume}")
-    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(n)}
+    base = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(n),
+            rundir.HELD_ENV: str(run_dir.resolve())}  # this process holds the run for its ranks
     if cfg.trainer.device != "cuda" and "OMP_NUM_THREADS" not in os.environ:
         # the cores shared out: ranks that each spin up every core's thread slow each other 10x
         base["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
@@ -525,12 +540,25 @@ def task(cfg: DictConfig) -> float | None:
         name = run_dir.parent.name
     if not multirun:
         output.context(run_dir=str(run_dir), name=name)
-    try:
-        done = _continue_job(cfg, run_dir) if multirun else None
-    except ConfigError as err:  # the directory holds another run: stop the sweep, leave the run as it is
-        if full_error():
-            raise
-        sys.exit(report(err))
+    with contextlib.ExitStack() as held:
+        try:
+            if distributed.rank() == 0:  # rank 0, or the process that starts the ranks, owns the run
+                try:
+                    held.enter_context(rundir.hold(run_dir))
+                except rundir.RunInUse as err:
+                    raise ConfigError("hydra.sweep.dir" if multirun else "resume",
+                                      f"{run_dir} is being trained by {err}; wait for it to end, or stop it") from None
+            done = _continue_job(cfg, run_dir) if multirun else None
+        except ConfigError as err:  # the directory holds another run: stop, leave the run as it is
+            if full_error():
+                raise
+            sys.exit(report(err))
+        return _task(cfg, hc, run_dir, name, multirun, done)
+
+
+def _task(cfg: DictConfig, hc: Any, run_dir: Path, name: str, multirun: bool, done: dict[str, Any] | None) -> float | None:
+    from ..training import distributed
+
     try:
         if done is not None:
             return done.get(f"val/{done['val_metric']}")

@@ -165,6 +165,9 @@ class UDE(NeuralODE):
         if bool(self.recovered):
             self.net.requires_grad_(False)  # from here the equation's coefficients are fitted
 
+    def named_phases(self) -> dict[str, str]:
+        return {} if self.sindy_phase is None else {"model.sindy_phase": self.sindy_phase}
+
     def recover(self, problem: Trajectories) -> bool:
         """Symbolic regression of the network's term; on success the equation replaces it."""
         import numpy as np

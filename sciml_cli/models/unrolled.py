@@ -23,8 +23,19 @@ from ..numerics.image_metrics import psnr
 from ..problems.base import Evaluation, InverseProblem
 from .base import Model
 
-#: training seeds: ``seed * SEED_STRIDE + step`` (below the problem's image-set seeds)
+#: training seeds: ``seed * SEED_STRIDE + step`` for ``trainer.seed < 100`` (below the CT
+#: problem's image-set seeds, 1e9 + 1 and 1e9 + 2), and past them, from ``SEED_OFFSET``, for larger
+#: seeds: distinct for every (seed, step), never a validation or test image set
 SEED_STRIDE = 10_000_000
+SEED_OFFSET = 1 << 40
+
+
+def training_seed(seed: int, step: int) -> int:
+    """The phantom seed of training step ``step`` of a run seeded ``seed``."""
+    if not 0 <= step < SEED_STRIDE:
+        raise ValueError(f"step: the phantom seeds support up to {SEED_STRIDE} steps")
+    value = int(seed) * SEED_STRIDE + int(step)
+    return value if value < 10**9 else SEED_OFFSET + value
 
 
 class Unrolled(Model):
@@ -78,9 +89,7 @@ class Unrolled(Model):
 
     # -- training ----------------------------------------------------------------------------------
     def batch(self, problem: InverseProblem, step: int, seed: int) -> dict[str, Tensor]:
-        if not 0 <= step < SEED_STRIDE:
-            raise ValueError(f"step: the phantom seeds support up to {SEED_STRIDE} steps")
-        images, data = problem.training_pairs(self.batch_size, seed=int(seed) * SEED_STRIDE + int(step))
+        images, data = problem.training_pairs(self.batch_size, seed=training_seed(seed, step))
         return {"images": images, "data": data}
 
     def loss(self, problem: InverseProblem, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -93,7 +93,10 @@ def etdrk4_coefficients(lin: Tensor, dt: float, n_contour: int = 64) -> dict[str
     """ETDRK4 coefficients for a diagonal linear part ``lin`` (any shape, real or complex).
 
     Uses the contour-integral means of Kassam & Trefethen (2005) on circles of radius 1 around
-    each ``dt * lin``, which avoid the cancellation of the closed forms when ``|dt lin|`` is small.
+    each ``dt * lin``, which avoid the cancellation of the closed forms when ``|dt lin|`` is small:
+    for a real ``lin`` the real part of the mean over the upper half circle (the functions are
+    real on the real axis, so the lower half adds the conjugates), for a complex one the whole
+    circle.
 
     Returns
     -------
@@ -104,7 +107,8 @@ def etdrk4_coefficients(lin: Tensor, dt: float, n_contour: int = 64) -> dict[str
     cdtype = torch.complex128 if lin.dtype in (torch.float64, torch.complex128) else torch.complex64
     hl = (dt * lin).to(cdtype)
     j = torch.arange(1, n_contour + 1, device=lin.device, dtype=torch.float64)
-    roots = torch.exp(1j * math.pi * (j - 0.5) / n_contour).to(cdtype)
+    arc = 2 * math.pi if lin.is_complex() else math.pi
+    roots = torch.exp(1j * arc * (j - 0.5) / n_contour).to(cdtype)
     z = hl.unsqueeze(-1) + roots  # [..., M]
     ez, ez2 = torch.exp(z), torch.exp(z / 2)
 

@@ -455,10 +455,11 @@ class Ct(Problem, InverseProblem):
         return images, self.add_noise(clean, generator)
 
     def training_pairs(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
-        """``n`` random-ellipse phantoms and their noisy measurements from ``seed`` (the
-        validation and test images come from seeds above every training seed)."""
-        if seed >= min(_IMAGE_SEEDS.values()):
-            raise ValueError(f"seed: training seeds stay below {min(_IMAGE_SEEDS.values())}")
+        """``n`` random-ellipse phantoms and their noisy measurements from ``seed``, any seed but
+        those of the validation and test images (``_IMAGE_SEEDS``)."""
+        if seed in _IMAGE_SEEDS.values():
+            raise ValueError(f"seed: {seed} draws the {next(k for k, v in _IMAGE_SEEDS.items() if v == seed)} "
+                             "images, not training ones")
         gen = torch.Generator().manual_seed(int(seed))
         return self.measure(random_ellipses(n, gen), gen)
 
