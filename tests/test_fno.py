@@ -301,6 +301,13 @@ def test_shapes_dtypes_and_devices(device, dtype, n_dims, resolution, padding):
     assert all(isinstance(v, float) and math.isfinite(v) for v in evaluation.metrics.values())
     errors = model.last_errors
     assert errors.shape == (10,) and torch.equal(evaluation.per_sample.cpu(), errors)
+    # the metrics from the returned fields, computed here: per-sample ||p - u|| / ||u|| over channels and grid
+    p, u = (t.detach().cpu().double().reshape(10, -1) for t in (evaluation.prediction, evaluation.reference))
+    own = torch.linalg.vector_norm(p - u, dim=1) / torch.linalg.vector_norm(u, dim=1)
+    tol = 1e-10 if dtype == torch.float64 else 1e-6  # the model subtracts in its own precision
+    assert torch.allclose(errors, own, rtol=tol)
+    assert evaluation.metrics["rmse"] == pytest.approx((p - u).pow(2).mean().sqrt().item(), rel=tol)
+    assert evaluation.metrics["max_abs"] == pytest.approx((p - u).abs().max().item(), rel=tol)
     assert evaluation.metrics["rel_l2"] == pytest.approx(errors.mean().item(), rel=1e-12)
     assert evaluation.metrics["rel_l2_max"] == errors.max().item()
     assert errors.min().item() <= evaluation.metrics["rel_l2_median"] <= evaluation.metrics["rel_l2_max"]

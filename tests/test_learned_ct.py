@@ -222,15 +222,23 @@ def test_bad_ct_settings_are_one_line_errors(sciml, override, key):
 
 def test_lgd_and_lpd_learn_from_photon_counts_too():
     """On transmission data the schemes see the Poisson likelihood's gradient (LGD) or the log
-    data (LPD); a few steps lower the loss of a fixed batch."""
+    data (LPD). Sixty Adam steps on fresh phantoms raise the PSNR on the held-out validation
+    images: LGD's above the tuned Tikhonov reconstruction's (it starts below), LPD's by 3 dB."""
     p = small(forward_model="transmission")
-    for model in (LGD(p, width=8).double(), LPD(p, iterations=3, width=8).double()):
-        fixed = model.batch(p, 0, 0)
-        before = model.loss(p, fixed)["mse"].item()
+    val = p.image_sets("val")["ellipses"]
+    tikhonov = psnr(p.classical(val)["tikhonov"].images, val.images).mean().item()
+    for make_model in (lambda: LGD(p, width=8), lambda: LPD(p, iterations=3, width=8)):
+        torch.manual_seed(0)  # the weights, whatever ran before
+        model = make_model().double()
+        before = model.evaluate(p, split="val").metrics["psnr"]
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        for _ in range(10):
-            loss = model.loss(p, fixed)["mse"]
+        for step in range(60):
+            loss = model.loss(p, model.batch(p, step, seed=0))["mse"]
             opt.zero_grad()
             loss.backward()
             opt.step()
-        assert model.loss(p, fixed)["mse"].item() < before
+        after = model.evaluate(p, split="val").metrics["psnr"]
+        if isinstance(model, LGD):
+            assert before < tikhonov < after, (before, tikhonov, after)
+        else:
+            assert after > before + 3, (before, after)
