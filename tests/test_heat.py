@@ -88,6 +88,15 @@ def test_solve_returns_the_reference_with_its_error(heat):
     assert finer.attrs["rel_l2_vs_exact"] < sol.attrs["rel_l2_vs_exact"] / 3.5
 
 
+def test_the_baseline_is_crank_nicolson_on_nine_points_scored_at_its_nodes(heat):
+    sol = heat.solve(resolution=9)
+    x, t = sol.grid["x"], sol.grid["t"]
+    exact = heat.exact(x[None, :], t[:, None])
+    own = (torch.linalg.vector_norm(sol.fields["u"][0] - exact) / torch.linalg.vector_norm(exact)).item()
+    assert heat.baselines() == {"crank_nicolson_9_rel_l2": pytest.approx(own, rel=1e-12)}
+    assert 1e-2 < own < 2e-2  # 1.6e-2: what a learned model on this problem must beat
+
+
 def test_solve_refuses_several_samples(heat):
     with pytest.raises(ValueError, match="n_samples"):
         heat.solve(n_samples=2)
