@@ -60,8 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         hint = f"; did you mean {near[0]}?" if near else ""
         sys.stderr.write(f"sciml: unknown command {command!r}{hint} (valid: {', '.join(COMMANDS)})\n")
         return 2
-    module = importlib.import_module(f"sciml_cli.commands.{command}")
-    return module.main(args[1:])
+    from .errors import Stopped, report, stop_early
+
+    stop_early()
+    try:
+        module = importlib.import_module(f"sciml_cli.commands.{command}")
+        return module.main(args[1:])
+    except Stopped as err:  # before the command could report it itself
+        return report(err)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .constraints import Bound
+from .constraints import Bound, Upper
 from .errors import ConfigError
 
 ALLOWED_PREFIXES = ("sciml_cli.", "torch.optim.", "torch.nn.")
@@ -164,6 +164,11 @@ def _check_target(raw: Mapping, node: Mapping, path: str) -> None:
             raise ConfigError(where, f"not a parameter of {name}", [n for n in named if n not in RUNTIME_ARGS],
                               given=str(key))
         if key in hints:
+            entry = _mapping_value_hint(hints[key]) if isinstance(value, Mapping) else None
+            for k, v in (value.items() if entry is not None else ()):  # name the entry: model.loss_weights.residual
+                problem = _type_problem(v, entry)
+                if problem:
+                    raise ConfigError(f"{where}.{k}", problem, _choices(entry), given=str(v))
             problem = _type_problem(value, hints[key])
             if problem:
                 raise ConfigError(where, problem, _choices(hints[key]), given=str(value))
@@ -192,6 +197,17 @@ def _choices(hint: Any) -> list[Any] | None:
         for arg in typing.get_args(hint):
             if typing.get_origin(arg) is typing.Literal:
                 return list(typing.get_args(arg)) + [None] * (type(None) in typing.get_args(hint))
+    return None
+
+
+def _mapping_value_hint(hint: Any) -> Any:
+    """The value type of a ``dict[str, X]`` annotation (``| None`` allowed), else None."""
+    hint, _ = _strip_annotated(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        found = [_mapping_value_hint(a) for a in typing.get_args(hint)]
+        return next((f for f in found if f is not None), None)
+    if typing.get_origin(hint) in (dict, Mapping, typing.Mapping) and len(typing.get_args(hint)) == 2:
+        return typing.get_args(hint)[1]
     return None
 
 
@@ -236,6 +252,14 @@ def _type_problem(value: Any, hint: Any) -> str | None:
     if origin in (list, tuple, Sequence, typing.Sequence) or hint in (list, tuple):
         if not isinstance(value, (list, tuple)):
             return f"expected a list, got {value!r}"
+        if origin is tuple and args and Ellipsis not in args:  # fixed length: Adam's betas
+            if len(value) != len(args):
+                return f"expected {len(args)} items, got {len(value)}: {value!r}"
+            for item, arg in zip(value, args):
+                p = _type_problem(item, arg)
+                if p:
+                    return f"list item: {p}"
+            return None
         if args and args[0] is not Ellipsis:
             for item in value:
                 p = _type_problem(item, args[0])
@@ -256,7 +280,7 @@ def _type_problem(value: Any, hint: Any) -> str | None:
 
 def _bounds_problem(value: Any, meta: list[Any]) -> str | None:
     for m in meta:
-        if isinstance(m, Bound) and isinstance(value, (int, float)):
+        if isinstance(m, (Bound, Upper)) and isinstance(value, (int, float)):
             p = m.check(value)
             if p:
                 return p

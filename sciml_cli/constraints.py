@@ -22,7 +22,17 @@ class Bound:
         return f"must be {'>=' if self.inclusive else '>'} {self.low:g}, got {value!r}"
 
 
+@dataclass(frozen=True)
+class Upper:
+    high: float
+
+    def check(self, value: float) -> str | None:
+        return None if value <= self.high else f"must be <= {self.high:g}, got {value!r}"
+
+
 PositiveInt = Annotated[int, Bound(0, inclusive=False)]
 NonNegativeInt = Annotated[int, Bound(0, inclusive=True)]
 PositiveFloat = Annotated[float, Bound(0, inclusive=False)]
 NonNegativeFloat = Annotated[float, Bound(0, inclusive=True)]
+#: a share or a step towards a target: (0, 1]
+Fraction = Annotated[float, Bound(0, inclusive=False), Upper(1)]

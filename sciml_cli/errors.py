@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from functools import wraps
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -25,6 +25,45 @@ class SciMLError(Exception):
 
     exit_code = 1
     label = "error"
+
+
+class Stopped(BaseException):
+    """A stop signal before the command started its work: nothing was written. A
+    ``BaseException``, like ``KeyboardInterrupt``, so no check's ``except Exception`` takes it
+    for a config error; reported like a :class:`SciMLError`."""
+
+    label = "stopped"
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+#: the handlers :func:`stop_early` replaced, for :func:`stop_as_before`
+_BEFORE: dict[int, Any] = {}
+
+
+def stop_early() -> None:
+    """From the command's start until its work begins (imports, composing and checking the
+    config: seconds), SIGTERM, SIGINT and SIGUSR1 end it with one line and 128 + the signal's
+    number, as later ones do, rather than silently (SIGTERM's default) or with a traceback."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Stopped(signum, f"{signal.Signals(signum).name} before the command began; nothing was written")
+
+    for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):
+        if s is not None:
+            _BEFORE[s] = signal.signal(s, handler)
+
+
+def stop_as_before() -> None:
+    """Give the signals back the handlers they had before :func:`stop_early`."""
+    import signal
+
+    while _BEFORE:
+        s, handler = _BEFORE.popitem()
+        signal.signal(s, handler)
 
 
 class ConfigError(SciMLError):
@@ -128,7 +167,7 @@ def full_error() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
-def report(err: SciMLError) -> int:
+def report(err: SciMLError | Stopped) -> int:
     """Print ``err`` as one line and return its exit code."""
     from . import output
 

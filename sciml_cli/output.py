@@ -13,11 +13,13 @@ Exit codes, the same in both modes:
 
 ====  ============  ================================================================
 0     finished      the command did what it was asked (a sweep: every job finished)
-1     failed        a run failed (non-finite loss, solver error, damaged checkpoint),
-                    or a sweep ended with at least one failed job
-2     invalid       a usage or config error, found before any work; nothing written
-128+n interrupted   signal n stopped the run after it saved a checkpoint (SIGTERM 143,
-                    SIGINT 130); ``sciml train resume=<run>`` continues it
+1     failed        a run failed (non-finite loss, solver error, full disk), or a
+                    sweep ended with at least one failed job
+2     invalid       a usage or config error (an unreadable checkpoint named on the
+                    command line included), found before any work; nothing written
+128+n interrupted   signal n stopped the command (SIGTERM 143, SIGINT 130): after the
+                    run saved a checkpoint (``sciml train resume=<run>`` continues
+                    it), or before any work, with nothing written
 ====  ============  ================================================================
 
 Nothing here imports torch.

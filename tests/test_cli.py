@@ -333,7 +333,8 @@ def test_lm_is_refused_before_any_work_where_the_loss_is_not_a_fixed_sum_of_squa
         ([*TINY, "optim=lm", "trainer.devices=2"], "trainer.devices: lm runs on one process; set trainer.devices=1"),
         ([*TINY, "optim=lm", "trainer.grad_clip=1.0"], "trainer.grad_clip: lm takes no gradient steps to clip"),
         ([*TINY, "optim=lm", "trainer.amp=true"], "trainer.amp: lm solves its normal equations in full precision"),
-        ([*TINY, "optim=lm", "model.loss_weights.initial=-1"], "model.loss_weights.initial: lm needs non-negative"),
+        # a negative weight is refused for every optimiser (the loss would reward the residual)
+        ([*TINY, "optim=lm", "model.loss_weights.initial=-1"], "model.loss_weights.initial: must be >= 0, got -1"),
     ]
     for args, message in cases:
         proc = sciml("train", *args)

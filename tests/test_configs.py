@@ -64,7 +64,8 @@ def test_views_follow_the_instance_config():
 @pytest.mark.parametrize("model", config.group_options("model"))
 @pytest.mark.parametrize("problem", generated_problems())
 def test_model_problem_pairs_fit_exactly_when_every_view_is_offered(model, problem):
-    cfg, _ = compose("train", [f"model={model}", f"problem={problem}"])
+    # the UDE's default model.sindy_phase names the phase `refit`, which optim=ude has
+    cfg, _ = compose("train", [f"model={model}", f"problem={problem}", *(["optim=ude"] if model == "ude" else [])])
     model_cls = config.import_target(cfg.model._target_, "model")
     views = config.instantiate(cfg.problem).views()
     if all(v in views for v in model_cls.requires):

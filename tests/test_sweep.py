@@ -165,17 +165,45 @@ def test_sigusr1_checkpoints_requeues_and_the_relaunched_job_continues_bit_ident
     assert json.loads((tmp_path / "requeued" / "0" / "metrics.json").read_text()) == requeued
 
 
-@pytest.mark.parametrize("override, message", [
-    ("hydra/sweeper=nope", "Could not find 'hydra/sweeper/nope'"),
-    ("hydra/launcher=nope", "Could not find 'hydra/launcher/nope' (valid: basic, joblib, slurm, submitit_local, submitit_slurm)"),
-    ("optim.lr=interval(1e-2,1e-3)", "optim.lr: empty interval(0.01, 0.001)"),
-    ("model.widht=choice(8,16)", "model.widht: no such key"),
+OPTUNA_LR = ("hydra/sweeper=optuna", "optim.lr=interval(1e-4,1e-2)")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("hydra/sweeper=optuna", "hydra/sweeper=nope"), "Could not find 'hydra/sweeper/nope'"),
+    (("hydra/sweeper=optuna", "hydra/launcher=nope"),
+     "Could not find 'hydra/launcher/nope' (valid: basic, joblib, slurm, submitit_local, submitit_slurm)"),
+    (("hydra/sweeper=optuna", "optim.lr=interval(1e-2,1e-3)"), "optim.lr: empty interval(0.01, 0.001)"),
+    (("hydra/sweeper=optuna", "model.widht=choice(8,16)"), "model.widht: no such key"),
+    # the sweeper's and launcher's numbers: else a traceback (or no job at all) after the sweep dir is made
+    ((*OPTUNA_LR, "hydra.sweeper.n_trials=0"), "hydra.sweeper.n_trials: must be a positive integer, got 0"),
+    ((*OPTUNA_LR, "hydra.sweeper.n_trials=-3"), "hydra.sweeper.n_trials: must be a positive integer, got -3"),
+    ((*OPTUNA_LR, "hydra.sweeper.n_jobs=0"), "hydra.sweeper.n_jobs: must be a positive integer, got 0"),
+    ((*OPTUNA_LR, "hydra.sweeper.max_failure_rate=-0.5"), "hydra.sweeper.max_failure_rate: must be between 0 and 1"),
+    (("hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "model.width=8,16"),
+     "hydra.launcher.n_jobs: must be a positive integer (jobs at once) or negative (-1: all cores"),
+    (("hydra.sweeper.max_batch_size=0", "model.width=8,16"), "hydra.sweeper.max_batch_size: must be a positive integer"),
+    # a grid that gives no job, or cannot be expanded
+    (("model.width=range(0)",), "model.width: range(0) is empty: no values to try"),
+    (("model.width=range(8,4)", "optim.lr=1e-3,2e-3"), "model.width: range(8,4) is empty: no values to try"),
+    (("hydra/sweeper=optuna", "model.width=range(0)"), "model.width: range(0) is empty: no values to try"),
+    (("model.width=range(1,2,0)",), "model.width: range(1,2,0): range() arg 3 must not be zero"),
+    (("model=glob(nomatch*)",), "model: glob(nomatch*) matches no option (valid: drm, fno,"),
+    (("model.width=glob(*)",), "model.width: glob(*): glob() chooses among a config group's options"),
 ])
-def test_a_bad_sweep_is_one_line_before_any_job(sciml, override, message):
-    proc = sciml("sweep", *TINY, "hydra/sweeper=optuna", override)
+def test_a_bad_sweep_is_one_line_before_any_job(sciml, overrides, message):
+    proc = sciml("sweep", *TINY, *overrides)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert message in proc.stderr
-    assert not (sciml.cwd / "outputs").exists()
+    assert proc.stderr.startswith("sciml: config error: ") and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (sciml.cwd / "outputs").exists()  # no sweep directory, multirun.yaml or summary.csv
+
+
+def test_a_glob_over_a_group_sweeps_the_options_it_matches(sciml):
+    proc = sciml("sweep", *TINY, "optim.steps=2", "trainer.val_every=2", "optim=glob([adam,adam_cos*])")
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(only_run_dir(sciml.cwd / "outputs" / "sweep"))
+    assert sorted(o for r in rows for o in r["overrides"].split() if o.startswith("optim=")) == \
+        ["optim=adam", "optim=adam_cosine"]
 
 
 def test_the_study_direction_is_the_problems():

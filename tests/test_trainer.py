@@ -28,6 +28,22 @@ from sciml_cli.training.callbacks import Callback
 from sciml_cli.training.trainer import Interrupted
 
 
+def test_a_resume_takes_the_new_optimiser_settings_and_keeps_its_state(tmp_path):
+    """``resume=<run> optim.lr=...`` without a scheduler: the new rate is the one used from the
+    next step (it was the checkpoint's before), and Adam's moments and step count carry on."""
+    args = [*TINY, "optim=adam", "optim.steps=10", "trainer.checkpoint_every=10", "trainer.val_every=10"]
+    run_sciml("train", *args, cwd=tmp_path, check=True)
+    run = only_run_dir(tmp_path / "outputs" / "train" / "heat-pinn")
+    before = checkpoint.load(run / "checkpoints" / "last.pt")["optimizer"]
+    run_sciml("train", *args, f"resume={run}", "optim.steps=12", "optim.lr=0.05", "optim.betas=[0.8,0.99]",
+              cwd=tmp_path, check=True)
+    after = checkpoint.load(run / "checkpoints" / "last.pt")["optimizer"]
+    group = after["param_groups"][0]
+    assert group["lr"] == 0.05 and tuple(group["betas"]) == (0.8, 0.99), group
+    assert before["param_groups"][0]["lr"] == 1e-3
+    assert all(float(s["step"]) == 12 for s in after["state"].values())  # 10 + 2: the moments went on
+
+
 def test_a_run_being_trained_is_not_resumed_by_a_second_process(tmp_path):
     """While one process trains a run, ``resume=auto`` and ``resume=<run>`` from another are a
     one-line config error naming the holder, and write nothing; once it stops, the run resumes."""
@@ -262,6 +278,21 @@ def test_a_stop_signal_before_the_first_step_ends_with_one_line_and_a_result(tmp
     assert result["error"] == lines[0].removeprefix("sciml: stopped: ")
     data = tmp_path / "outputs" / "data"
     assert not data.exists() or all(p.suffix in (".h5", ".lock") for p in data.iterdir())
+    assert "the run directory is removed" in lines[0] and not list(base.iterdir())  # nothing for resume=auto to trip on
+
+
+def test_a_stop_signal_while_the_command_starts_is_one_line_and_writes_nothing(tmp_path):
+    """SIGTERM half a second in: imports and config checks, before any directory exists."""
+    import time
+
+    proc = start_train([*TINY, "optim.steps=100000"], tmp_path, lambda: True)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err == "sciml: stopped: SIGTERM before the command began; nothing was written\n"
+    assert json.loads(out)["status"] == "interrupted"
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_nan_loss_stops_with_the_step_and_term_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -314,7 +345,7 @@ def test_eval_of_a_corrupt_checkpoint_is_one_line(sciml, tiny_run):
     best = run / "checkpoints" / "best.pt"
     best.write_bytes(best.read_bytes()[:100])
     proc = sciml("eval", f"run={run}")
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "truncated or foreign" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "truncated or foreign" in proc.stderr
 
 
 def test_config_from_a_run_directory_cannot_build_foreign_classes(sciml, tiny_run, tmp_path):
@@ -350,8 +381,8 @@ def test_a_flipped_bit_in_a_weight_or_the_optimiser_state_is_caught(sciml, tiny_
         bits = tensor.view(torch.int32)
         bits.view(-1)[0] ^= 1 << 3  # one low mantissa bit: a tiny, silent change of the number
         torch.save(state, path)  # the file itself stays a valid checkpoint
-    proc = sciml("eval", f"run={run}")
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    proc = sciml("eval", f"run={run}")  # a checkpoint named on the command line: bad input, as for resume=
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "best.pt fails its checksum" in proc.stderr and "last.pt in the same directory" in proc.stderr
     proc = sciml("train", *TINY, f"resume={run}")  # refused before anything is written
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1

@@ -19,6 +19,7 @@ from ..errors import (
     ConfigError,
     DiskFullError,
     SciMLError,
+    Stopped,
     free_bytes,
     full_error,
     report,
@@ -124,7 +125,12 @@ def check_overrides(command: str, overrides: list[str]) -> list[str]:
                 raise ConfigError(group, "must name an option, got null", config.group_options(group))
         if group in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override() \
                 and "${" not in str(o.value()):
-            check_writable(group, Path(str(o.value())))
+            check_writable(group, "" if o.value() is None else str(o.value()))
+        if group == "paths.data" and not o.is_sweep_override() and o.value() is not None \
+                and "${" not in str(o.value()):
+            data = Path(str(o.value()))  # read-only is fine: the data may all be cached there
+            if not str(o.value()).strip() or (data.exists() and not data.is_dir()):
+                raise ConfigError(group, f"{str(o.value())!r} is not a directory (the data cache: default outputs/data)")
         if command != "sweep" and o.is_sweep_override():
             raise ConfigError(group, f"{value!r} is a sweep, and `sciml {command}` runs one job: give one value, "
                                      "or run every value with `sciml sweep`")
@@ -136,8 +142,11 @@ def check_overrides(command: str, overrides: list[str]) -> list[str]:
 MIN_FREE_BYTES = 1 << 20
 
 
-def check_writable(key: str, path: Path) -> None:
+def check_writable(key: str, path: str | Path) -> None:
     """``path`` is a directory we can write in, or can be made in one."""
+    if not str(path).strip():  # an unset shell variable: `${paths.outputs}/train` would be /train
+        raise ConfigError(key, "must not be empty; a directory for the runs (e.g. outputs)")
+    path = Path(path)
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -145,6 +154,12 @@ def check_writable(key: str, path: Path) -> None:
         raise ConfigError(key, f"cannot make {path}: {existing} is not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(key, f"cannot write under {existing} (permission denied)")
+    try:
+        pseudo = os.statvfs(existing).f_blocks == 0
+    except OSError:
+        pseudo = False
+    if pseudo:  # /proc, /sys: no blocks at all, so not a full disk but no place for files
+        raise ConfigError(key, f"cannot make {path}: {existing} is not on a disk (a kernel file system)")
     free = free_bytes(existing)
     if free is not None and free < MIN_FREE_BYTES:  # not even a run directory's configs and log fit
         raise DiskFullError(f"no space left under {existing} ({size_text(free)} free; a run needs at least "
@@ -403,9 +418,6 @@ def _check_least_squares(cfg: DictConfig, model: Any) -> None:
         if cfg.trainer.get("amp"):
             raise ConfigError("trainer.amp", f"{phase.name} solves its normal equations in full precision; "
                                              "set it to false")
-        negative = next((k for k, w in model.loss_weights.items() if w < 0), None)
-        if negative is not None:
-            raise ConfigError(f"model.loss_weights.{negative}", f"{phase.name} needs non-negative loss weights")
 
 
 def _fitting_problems(cfg: DictConfig, requires: tuple[type, ...], model_cls: type | None = None) -> list[str]:
@@ -539,8 +551,8 @@ def run_app(command: str, app: Callable[[], Any], args: list[str],
             swap = dict(zip(overrides, checked))
             args, overrides = [swap.get(a, a) for a in args], checked
         extra = preflight(overrides) if preflight is not None else None
-    except SciMLError as err:
-        if full_error():
+    except (SciMLError, Stopped) as err:
+        if full_error() and not isinstance(err, Stopped):
             raise
         return output.finish(report(err))
     if command == "train" and int(os.environ.get("RANK", "0")) > 0:
@@ -549,6 +561,10 @@ def run_app(command: str, app: Callable[[], Any], args: list[str],
                  *([] if any(a.startswith("hydra.output_subdir=") for a in args) else ["hydra.output_subdir=null"])]
     sys.argv = [sys.argv[0], *args, *(extra or [])]  # a preflight may settle overrides (a study's remaining trials)
     import signal
+
+    from ..errors import stop_as_before
+
+    stop_as_before()  # the checks are done: from here each command handles its signals
 
     # until the training task takes over (`train`: its set-up raises them, its loop checkpoints),
     # SIGTERM and SIGUSR1 are kept, not fatal: Hydra is making the run directory

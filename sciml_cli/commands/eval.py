@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import hydra
@@ -34,10 +35,46 @@ def preflight(overrides: list[str]) -> None:
         if not OmegaConf.is_list(cfg.resolutions):
             raise ConfigError("resolutions", f"must be a list of positive integers, e.g. [256,512], got {cfg.resolutions!r}")
         check_positive_ints({f"resolutions.{i}": r for i, r in enumerate(cfg.resolutions)})
-    _checkpoint_path(cfg)
+    path = _checkpoint_path(cfg)
+    from ..errors import CheckpointError
+    from ..problems.base import OperatorData
     from ..training.trainer import resolve_device
 
     resolve_device(str(cfg.device), key="device")
+    # the checkpoint loads and its weights fit its model (rebuilt on the CPU), and each grid asked
+    # for is one the problem's data can be made at: checked before any data is generated
+    try:
+        _, problem, model, _ = restore(path, "cpu", str(cfg.paths.data) if _data_given(overrides) else None)
+    except CheckpointError as err:
+        raise ConfigError("run", checkpoint_problem(err)) from None
+    if isinstance(problem, OperatorData) and OperatorData in getattr(type(model), "requires", ()):
+        grids = [("resolution", cfg.resolution), *((f"resolutions.{i}", r) for i, r in enumerate(cfg.resolutions or []))]
+        for key, resolution in grids:
+            try:
+                if resolution is not None:
+                    problem.check_resolution(int(resolution))
+            except ValueError as err:
+                raise ConfigError(key, str(err).removeprefix("resolution: ")) from None
+
+
+def _data_given(overrides: list[str]) -> bool:
+    """Whether the command names a data directory (``paths.data``, or ``paths.outputs`` that
+    holds it): it then wins over the one the run was trained with."""
+    return any(o.split("=")[0].lstrip("+~") in ("paths.data", "paths.outputs") for o in overrides)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def checkpoint_problem(err: Exception) -> str:
+    """Why a checkpoint cannot be used, for a config error on the key that names it: one line,
+    and of the underlying library's message its first sentence only (torch's explanation of
+    ``weights_only`` goes on for lines, which the checkpoint's error cut mid-word)."""
+    lines = _ANSI.sub("", str(err)).strip().splitlines()
+    text = lines[0].strip() if lines else type(err).__name__
+    head, sep, detail = text.rpartition(": ")
+    sentence = re.match(r"(.*?[.!?])\s+\S", detail)
+    return f"{head}{sep}{sentence.group(1)}" if sentence else text
 
 
 def restore(path: Path, device_name: str, data_dir: str | None = None):
@@ -74,13 +111,17 @@ def task(cfg: DictConfig) -> dict:
     from rich.table import Table
 
     from .. import plotting
+    from ..errors import CheckpointError
 
     path = _checkpoint_path(cfg)
     run = path.parent.parent
     output.context(run_dir=str(run))
     # a data directory given to eval wins over the one the run was trained with
-    given = any(o.split("=")[0].lstrip("+~") in ("paths.data", "paths.outputs") for o in HydraConfig.get().overrides.task)
-    state, problem, model, device = restore(path, cfg.device, str(cfg.paths.data) if given else None)
+    given = _data_given(list(HydraConfig.get().overrides.task))
+    try:
+        state, problem, model, device = restore(path, cfg.device, str(cfg.paths.data) if given else None)
+    except CheckpointError as err:  # as the preflight says it (the file changed since)
+        raise ConfigError("run", checkpoint_problem(err)) from None
     with torch.no_grad():
         evaluation = model.evaluate(problem, resolution=cfg.resolution)
         baselines = problem.baselines()  # of the data just evaluated, before the sweep loads more

@@ -9,19 +9,32 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import config, output, rundir
 from ..errors import ConfigError, reporting
-from . import check_positive_ints, check_writable, compose, expand, run_app
+from . import check_positive_ints, check_writable, compose, expand, parse_overrides, run_app
 
 
-def preflight(overrides: list[str]) -> None:
+def preflight(overrides: list[str]) -> list[str]:
     """Everything the solve will need, checked before its directory is made: the command's own
-    keys, the device and dtype, the run of ``ckpt=``, and the problem built at the resolution
-    asked for (its constructor refuses a grid its solver cannot make)."""
+    keys, the device and dtype, the run of ``ckpt=`` (its checkpoint loads and its weights fit
+    its model; a ``problem=`` given names the problem it was trained on), and the problem built
+    at the resolution asked for (its constructor and :meth:`Problem.check_solve` refuse a grid
+    or a sample count its solver cannot take).
+
+    Returns ``problem=<the run's problem>`` for a ``ckpt=`` without ``problem=``, so that the
+    solve is labelled and filed under the problem the run was trained on."""
     import inspect
 
     from ..training.trainer import DTYPES, resolve_device
 
+    global _EXISTING
+    extra: list[str] = []
     for job in expand(overrides):
-        cfg, _ = compose("solve", job)
+        parsed = parse_overrides(job)
+        problem_given = any(o.key_or_group == "problem" and not o.is_delete() for o in parsed)
+        ckpt = next((o.value() for o in parsed if o.key_or_group == "ckpt" and not o.is_delete()), None)
+        run = _surrogate_run(str(ckpt)) if ckpt is not None and "${" not in str(ckpt) else None
+        if run is not None and not problem_given:
+            extra = [f"problem={_run_problem(run[1], run[0])}"]
+        cfg, choices = compose("solve", [*job, *extra])
         config.check(cfg)
         check_positive_ints({k: cfg.get(k) for k in ("resolution", "n_samples", "batch_size", "repeats")})
         if cfg.get("format") not in FORMATS:
@@ -29,19 +42,83 @@ def preflight(overrides: list[str]) -> None:
         if cfg.get("dtype") not in DTYPES:
             raise ConfigError("dtype", f"{cfg.get('dtype')!r} is not a solver precision", DTYPES, given=str(cfg.get("dtype")))
         resolve_device(str(cfg.device), key="device")
-        check_writable("paths.outputs", Path(str(cfg.paths.outputs)))
-        if cfg.ckpt is not None and not (Path(str(cfg.ckpt)) / "checkpoints" / "best.pt").is_file():
-            raise ConfigError("ckpt", f"no checkpoints/best.pt in {cfg.ckpt}")
+        check_writable("paths.outputs", str(cfg.paths.outputs))
+        _EXISTING = _existing(Path(str(cfg.paths.outputs)) / "solve" / str(choices.get("problem")))
+        if cfg.ckpt is not None:
+            path, problem, model = run if run is not None else _surrogate_run(str(cfg.ckpt))
+            cls = config.import_target(cfg.problem._target_, "problem._target_")
+            if problem_given and cls is not type(problem):
+                name = _run_problem(problem, path)
+                raise ConfigError("ckpt", f"the run was trained on {name} ({_qualified(type(problem))}), not "
+                                          f"{choices.get('problem')}; drop problem= or give problem={name}")
+            _check_solve(problem, cfg.resolution or model.surrogate_resolution(problem), cfg.n_samples, "ckpt")
+            continue
         problem = cfg.problem.copy()
         target = config.import_target(problem._target_, "problem._target_")
         if cfg.resolution is not None and "resolution" in inspect.signature(target).parameters:
             problem.resolution = cfg.resolution
         try:
-            config.instantiate(problem)
+            built = config.instantiate(problem)
         except ConfigError as err:  # the solve's own `resolution=` is what the user typed
             if cfg.resolution is not None and str(err).startswith("problem.resolution:"):
                 raise ConfigError("resolution", str(err).split(": ", 1)[1]) from None
             raise
+        _check_solve(built, cfg.resolution, cfg.n_samples)
+    return extra
+
+
+#: the nearest folder above the run directory that existed before this solve (see :func:`_discard`)
+_EXISTING: Path | None = None
+
+
+def _existing(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_solve(problem, resolution: int | None, n_samples: int, key: str = "") -> None:
+    """What the problem's solver would refuse of these arguments (its message names the key;
+    one of the problem's own, for the problem of a ``ckpt=`` run, under ``key``)."""
+    try:
+        problem.check_solve(resolution, int(n_samples))
+    except ValueError as err:
+        own = str(err).split(":", 1)[0] in ("resolution", "n_samples")
+        raise ConfigError("" if own else key, str(err)) from None
+
+
+def _surrogate_run(ckpt: str):
+    """``(best.pt, problem, model)`` of the run ``ckpt=`` names, rebuilt on the CPU; a checkpoint
+    that is missing or cannot be used is a config error on ``ckpt``."""
+    from ..errors import CheckpointError
+    from .eval import checkpoint_problem, restore
+
+    path = Path(ckpt) / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise ConfigError("ckpt", f"no checkpoints/best.pt in {ckpt}")
+    try:
+        _, problem, model, _ = restore(path, "cpu")
+    except CheckpointError as err:
+        raise ConfigError("ckpt", checkpoint_problem(err)) from None
+    return path, problem, model
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _run_problem(problem, path: Path) -> str:
+    """The ``problem`` config that builds the class a run was trained on."""
+    for name in config.group_options("problem"):
+        try:
+            target = OmegaConf.load(config.config_dir() / "problem" / f"{name}.yaml").get("_target_")
+        except Exception:  # a config this reading does not understand: not the one
+            continue
+        if str(target) == _qualified(type(problem)):
+            return name
+    raise ConfigError("ckpt", f"the run of {path} was trained on {_qualified(type(problem))}, which no problem "
+                              "config builds", config.group_options("problem"))
 
 
 FRESH_SEED_OFFSET = 1000  # far from the train/val/test split seeds
@@ -79,14 +156,18 @@ def compare_surrogate(cfg: DictConfig) -> dict:
     import torch
     from rich.table import Table
 
+    from ..errors import CheckpointError
     from ..numerics.metrics import relative_l2
-    from .eval import restore
+    from .eval import checkpoint_problem, restore
 
     run = Path(str(cfg.ckpt))
     path = run / "checkpoints" / "best.pt"
     if not path.is_file():
         raise ConfigError("ckpt", f"no checkpoints/best.pt in {run}")
-    state, problem, model, device = restore(path, cfg.device)
+    try:
+        state, problem, model, device = restore(path, cfg.device)
+    except CheckpointError as err:
+        raise ConfigError("ckpt", checkpoint_problem(err)) from None
     seed = FRESH_SEED_OFFSET + int(cfg.seed)
     from ..training.trainer import DTYPES
 
@@ -129,17 +210,50 @@ def task(cfg: DictConfig) -> None:
     from .. import progress
 
     progress.enable(cfg.get("progress") not in (None, False))  # `progress=null`: no bars
-    import torch
     from hydra.core.hydra_config import HydraConfig
+
+    out = Path(HydraConfig.get().runtime.output_dir)
+    name = HydraConfig.get().runtime.choices["problem"]
+    output.context(run_dir=str(out))
+    try:
+        _solve(cfg, out, name)
+    except ConfigError:
+        # found only by solving (a solver that diverges, a surrogate that refuses the grid):
+        # the run directory holds nothing but its config and log, so it goes, as if the
+        # preflight had found it
+        _discard(out)
+        raise
+
+
+def _discard(out: Path) -> None:
+    """Remove the run directory ``out`` that Hydra just made for this solve, if it holds only
+    what Hydra wrote (never one given with ``hydra.run.dir``, which may be the user's)."""
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if any(o.split("=")[0].lstrip("+~") == "hydra.run.dir" for o in HydraConfig.get().overrides.hydra):
+        return
+    if out.is_dir() and {p.name for p in out.iterdir()} <= {".hydra", "solve.log"}:
+        shutil.rmtree(out, ignore_errors=True)
+        # and the folders above it that Hydra made for it (the preflight saw which existed)
+        parent = out.resolve().parent
+        while _EXISTING is not None and parent != _EXISTING and _EXISTING in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+
+def _solve(cfg: DictConfig, out: Path, name: str) -> None:
+    import torch
     from rich.table import Table
 
     from .. import plotting
     from ..data.export import export
     from ..training.trainer import DTYPES, resolve_device
 
-    out = Path(HydraConfig.get().runtime.output_dir)
-    name = HydraConfig.get().runtime.choices["problem"]
-    output.context(run_dir=str(out))
     if cfg.ckpt is not None:
         result = compare_surrogate(cfg)
         rundir.write_json(out / "surrogate.json", result)

@@ -158,15 +158,80 @@ class SweepSummary(Callback):
             print_summary(rows, sweep_dir)
 
 
+def _check_sweeps(overrides: list[str]) -> list[str]:
+    """The overrides to check the jobs with. A sweep that gives no value (``range(0)``,
+    ``range(8,4)``, a ``glob`` matching no option) or cannot be expanded (``range(1,2,0)``) is a
+    one-line error naming its key: else Hydra would launch no job, or crash, after making the
+    sweep directory. A ``glob`` over a group's options becomes the ``choice`` of the options it
+    matches, which Hydra's own expansion gives too (expanding it needs Hydra's config loader)."""
+    from hydra.core.override_parser.types import Glob
+
+    from . import parse_overrides
+
+    out = []
+    for line, o in zip(overrides, parse_overrides(overrides)):
+        if not o.is_sweep_override() or o.is_interval_sweep():
+            out.append(line)
+            continue
+        key, typed = o.key_or_group, line.split("=", 1)[1]
+        if isinstance(o.value(), Glob):
+            if not (config.config_dir() / key).is_dir():
+                raise ConfigError(key, f"{typed}: glob() chooses among a config group's options, and {key} is no "
+                                       "group; list the values instead (a,b or choice(a,b))")
+            options = config.group_options(key)
+            names = o.value().filter(options)
+            if not names:
+                raise ConfigError(key, f"{typed} matches no option", options)
+            out.append(f"{line.split('=', 1)[0]}=choice({','.join(names)})")
+            continue
+        try:
+            values = list(o.sweep_string_iterator())
+        except Exception as err:
+            raise ConfigError(key, f"{typed}: {str(err).splitlines()[0]}") from None
+        if not values:
+            raise ConfigError(key, f"{typed} is empty: no values to try (range(start, stop[, step]) gives start, "
+                                   "start + step, ... short of stop)" if o.is_range_sweep() else
+                              f"{typed} is empty: no values to try")
+        out.append(line)
+    return out
+
+
+def _check_hydra_settings(cfg: DictConfig) -> None:
+    """The sweeper's and launcher's numbers that would otherwise fail after the sweep directory
+    is made: Optuna's ``n_trials`` and ``n_jobs`` (trials asked at once), the basic sweeper's
+    ``max_batch_size``, joblib's ``n_jobs`` (as joblib reads it: n > 0 workers, or -1 for all
+    cores, -2 all but one, ...; 0 has no meaning)."""
+    from . import check_positive_ints
+
+    sweeper, launcher = cfg.hydra.sweeper, cfg.hydra.launcher
+    target = str(sweeper.get("_target_", "")).lower()
+    if "optuna" in target:
+        check_positive_ints({f"hydra.sweeper.{k}": sweeper.get(k) for k in ("n_trials", "n_jobs")})
+        rate = sweeper.get("max_failure_rate")
+        if rate is not None and not 0 <= rate <= 1:
+            raise ConfigError("hydra.sweeper.max_failure_rate", f"must be between 0 and 1 (the share of a batch's "
+                                                                f"trials that may fail), got {rate!r}")
+    elif "basic_sweeper" in target:
+        check_positive_ints({"hydra.sweeper.max_batch_size": sweeper.get("max_batch_size")})
+    if "joblib" in str(launcher.get("_target_", "")).lower():
+        n_jobs = launcher.get("n_jobs")
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+            raise ConfigError("hydra.launcher.n_jobs", f"must be a positive integer (jobs at once) or negative "
+                                                       f"(-1: all cores, -2: all but one, ...), got {n_jobs!r}")
+
+
 def preflight(overrides: list[str]) -> list[str]:
-    """Check every job (or, for a search, representative ones), then settle the study of an
-    Optuna sweep: ``n_trials`` is the study's total, so a study that already holds trials
-    (an earlier, interrupted sweep; another machine's) runs only the ones still missing."""
+    """Check every job (or, for a search, representative ones) and the sweeper's and launcher's
+    settings, then settle the study of an Optuna sweep: ``n_trials`` is the study's total, so a
+    study that already holds trials (an earlier, interrupted sweep; another machine's) runs only
+    the ones still missing."""
     from . import _direction, compose, parse_overrides
 
-    train_preflight(overrides, config_name="sweep")
-    plain = [line for line, o in zip(overrides, parse_overrides(overrides)) if not o.is_sweep_override()]
+    checked = _check_sweeps(overrides)
+    train_preflight(checked, config_name="sweep")
+    plain = [line for line, o in zip(checked, parse_overrides(checked)) if not o.is_sweep_override()]
     cfg, _ = compose("sweep", plain, keep_hydra=True)
+    _check_hydra_settings(cfg)
     sweeper = cfg.hydra.sweeper
     if "optuna" not in str(sweeper.get("_target_", "")).lower():
         return []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -52,7 +53,7 @@ def preflight(overrides: list[str], config_name: str = "train") -> list[str] | N
     for job in expand([*restored, *overrides], config_name):
         cfg, choices = compose(config_name, job)
         config.check(cfg)
-        check_writable("paths.outputs", Path(str(cfg.paths.outputs)))
+        check_writable("paths.outputs", str(cfg.paths.outputs))
         if cfg.get("resume") is None:  # a resumed run builds from its checkpoint's config, below
             check_compatible(cfg)
         _check_phases(cfg)
@@ -158,7 +159,25 @@ def _check_phases(cfg: DictConfig) -> None:
                                      "steps schedulers by optimiser step (use StepLR, CosineAnnealingLR, ...)")
         except Exception as err:
             cause = err.__cause__ or err
-            raise ConfigError(key, str(cause).strip().splitlines()[0]) from None
+            message = str(cause).strip().splitlines()[0]
+            raise ConfigError(_blamed_key(phase, key, message), message) from None
+
+
+#: torch's optimisers' argument checks, by the argument they name
+_TORCH_ARGUMENT_ERRORS = {"Invalid beta parameter": "betas", "Invalid learning rate": "lr",
+                          "Invalid epsilon value": "eps", "Invalid weight_decay value": "weight_decay",
+                          "Invalid momentum value": "momentum", "Invalid dampening value": "dampening"}
+
+
+def _blamed_key(phase: DictConfig, key: str, message: str) -> str:
+    """The key the user typed for the optimiser argument ``message`` names: ``optim.betas`` when
+    the phase takes ``betas: ${optim.betas}``, else the phase's own key; ``key`` when none is named."""
+    argument = next((a for prefix, a in _TORCH_ARGUMENT_ERRORS.items() if message.startswith(prefix)), None)
+    if argument is None or argument not in phase.optimizer:
+        return key
+    raw = OmegaConf.to_container(phase.optimizer, resolve=False).get(argument)
+    m = re.fullmatch(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else None
+    return m.group(1) if m else f"{key}.optimizer.{argument}"
 
 
 def _check_resume(cfg: DictConfig, overrides: list[str], path: Path, state: dict[str, Any]) -> int:
@@ -284,7 +303,8 @@ def _stopped_outside_the_loop(run_dir: Path) -> Callable[[int, Any], None]:
 
     def handler(signum: int, frame: Any) -> None:
         last = run_dir / "checkpoints" / "last.pt"
-        then = f"resume with: sciml train resume={run_dir}" if last.is_file() else "no checkpoint was written yet"
+        then = (f"resume with: sciml train resume={run_dir}" if last.is_file() else
+                "no checkpoint was written yet, so the run directory is removed")
         raise Interrupted(signum, f"{signal.Signals(signum).name} outside the training loop; {then}")
 
     return handler
@@ -558,6 +578,7 @@ def task(cfg: DictConfig) -> float | None:
 
 def _task(cfg: DictConfig, hc: Any, run_dir: Path, name: str, multirun: bool, done: dict[str, Any] | None) -> float | None:
     from ..training import distributed
+    from ..training.trainer import Interrupted
 
     try:
         if done is not None:
@@ -576,8 +597,12 @@ def _task(cfg: DictConfig, hc: Any, run_dir: Path, name: str, multirun: bool, do
         else:
             metrics = _train(cfg, run_dir, list(hc.overrides.task))
     except SciMLError as err:
-        if isinstance(err, ConfigError) and cfg.resume is None and not (run_dir / "checkpoints").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing that looks like a result
+        stopped_early = isinstance(err, Interrupted) and not (run_dir / "checkpoints").exists()
+        if (isinstance(err, ConfigError) or stopped_early) and cfg.resume is None \
+                and not (run_dir / "checkpoints").exists():
+            # nothing that looks like a result; a stopped run's empty directory would be the
+            # newest run that `resume=auto` cannot resume
+            shutil.rmtree(run_dir, ignore_errors=True)
         if full_error():
             raise
         code = report(err)

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from ..constraints import NonNegativeFloat
 from ..errors import ConfigError
 from ..problems.base import Evaluation, Problem, Solution
 
@@ -62,7 +63,7 @@ class Model(nn.Module):
     #: the names :meth:`loss` may return; ``loss_weights`` may weight only these
     loss_terms: ClassVar[tuple[str, ...]]
 
-    def __init__(self, loss_weights: dict[str, float] | None = None) -> None:
+    def __init__(self, loss_weights: dict[str, NonNegativeFloat] | None = None) -> None:
         super().__init__()
         terms = getattr(type(self), "loss_terms", None)
         unknown = [name for name in loss_weights or {} if terms is not None and name not in terms]

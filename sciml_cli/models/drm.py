@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..constraints import NonNegativeInt, PositiveFloat, PositiveInt
+from ..constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ..nn import MLP, ResNet
 from ..nn.mlp import Activation, Init
 from ..problems.base import EnergyFunctional
@@ -77,7 +77,7 @@ class DRM(FieldModel):
         resample_every: PositiveInt = 1,
         resample_until: NonNegativeInt | None = None,
         fixed_scale: PositiveInt = 1,
-        loss_weights: dict[str, float] | None = None,
+        loss_weights: dict[str, NonNegativeFloat] | None = None,
     ) -> None:
         weights = {"energy": 1.0, **(loss_weights or {})}
         weights["boundary"] = float(penalty)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..constraints import NonNegativeInt, PositiveInt
+from ..constraints import NonNegativeFloat, NonNegativeInt, PositiveInt
 from ..nn import FourierLayer, pointwise
 from ..numerics.metrics import relative_l2
 from ..problems.base import Evaluation, OperatorData, Solution
@@ -132,7 +132,7 @@ class FNO(Model):
         batch_size: PositiveInt = 20,
         resolution: PositiveInt | None = None,
         autoregressive: bool = False,
-        loss_weights: dict[str, float] | None = None,
+        loss_weights: dict[str, NonNegativeFloat] | None = None,
     ) -> None:
         super().__init__(loss_weights or {"data": 1.0})
         if batch_size > n_train:

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..constraints import PositiveInt
+from ..constraints import NonNegativeFloat, PositiveInt
 from ..errors import ConfigError
 from ..nn import FourierNet, PeriodicResNet, StencilMLP
 from ..problems.base import DifferentiableSolver, Evaluation, Solution, whole_ratio
@@ -121,7 +121,7 @@ class Hybrid(Model):
         n_test: PositiveInt = 16,
         test_steps: PositiveInt = 100,
         batch_size: PositiveInt = 16,
-        loss_weights: dict[str, float] | None = None,
+        loss_weights: dict[str, NonNegativeFloat] | None = None,
     ) -> None:
         super().__init__(loss_weights=loss_weights)
         if correct not in ("state", "forcing"):

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..constraints import NonNegativeInt, PositiveFloat, PositiveInt
+from ..constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ..nn import ConvNet
 from ..problems.base import InverseProblem
 from .unrolled import Unrolled
@@ -64,7 +64,7 @@ class LGD(Unrolled):
         learn_reg_weight: bool = True,
         learn_steps: bool = True,
         batch_size: PositiveInt = 8,
-        loss_weights: dict[str, float] | None = None,
+        loss_weights: dict[str, NonNegativeFloat] | None = None,
     ) -> None:
         super().__init__(problem, batch_size=batch_size, loss_weights=loss_weights)
         self.iterations, self.memory, self.initial = int(iterations), int(memory), initial

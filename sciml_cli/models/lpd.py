@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..constraints import PositiveInt
+from ..constraints import NonNegativeFloat, PositiveInt
 from ..nn import ConvNet
 from ..problems.base import InverseProblem
 from .unrolled import Unrolled
@@ -58,7 +58,7 @@ class LPD(Unrolled):
         initial: Literal["zero", "fbp"] = "zero",
         zero_last: bool = False,
         batch_size: PositiveInt = 8,
-        loss_weights: dict[str, float] | None = None,
+        loss_weights: dict[str, NonNegativeFloat] | None = None,
     ) -> None:
         super().__init__(problem, batch_size=batch_size, loss_weights=loss_weights)
         if primal_memory < 2:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..constraints import NonNegativeInt, PositiveFloat, PositiveInt
+from ..constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ..nn import MLP
 from ..nn.mlp import Activation, Init
 from ..numerics.metrics import error_metrics
@@ -86,7 +86,7 @@ class NeuralODE(Model):
         segments: PositiveInt | None = None,
         segment_length: PositiveInt = 10,
         segments_until: NonNegativeInt | None = None,
-        loss_weights: dict[str, float] | None = None,
+        loss_weights: dict[str, NonNegativeFloat] | None = None,
         max_steps: PositiveInt = 2000,
     ) -> None:
         super().__init__({"data": 1.0, **(loss_weights or {})})

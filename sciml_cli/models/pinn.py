@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacfwd, jacrev
 
-from ..constraints import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from ..constraints import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from ..nn import MLP, parse_derivative
 from ..nn.mlp import Activation, Init
 from ..numerics.autodiff import autograd_derivatives
@@ -151,11 +151,11 @@ class PINN(FieldModel):
         singular_radius: PositiveFloat = 1.0,
         balance: Literal["none", "lr_annealing"] = "none",
         balance_every: PositiveInt = 100,
-        balance_alpha: PositiveFloat = 0.1,
+        balance_alpha: Fraction = 0.1,
         learn: dict[str, float] | None = None,
         learn_log: list[str] | None = None,
         n_observations: NonNegativeInt = 0,
-        loss_weights: dict[str, float] | None = None,
+        loss_weights: dict[str, NonNegativeFloat] | None = None,
     ) -> None:
         super().__init__(loss_weights or {"residual": 1.0, "initial": 1.0, "boundary": 1.0, "data": 1.0})
         coords = tuple(problem.coords)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..constraints import PositiveFloat, PositiveInt
+from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..problems.base import InverseProblem
 from .unrolled import Unrolled
 
@@ -58,7 +58,7 @@ class TVLearned(Unrolled):
         step_scale: PositiveFloat = 1.0,
         acceleration: Literal["none", "nesterov"] = "nesterov",
         batch_size: PositiveInt = 8,
-        loss_weights: dict[str, float] | None = None,
+        loss_weights: dict[str, NonNegativeFloat] | None = None,
     ) -> None:
         super().__init__(problem, batch_size=batch_size, loss_weights=loss_weights)
         self.iterations = int(iterations)

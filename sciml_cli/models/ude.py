@@ -108,7 +108,7 @@ class UDE(NeuralODE):
         sindy_max_terms: PositiveInt = 3,
         sindy_samples: PositiveInt = 10,
         sindy_points: NonNegativeInt = 0,
-        loss_weights: dict[str, float] | None = None,
+        loss_weights: dict[str, NonNegativeFloat] | None = None,
         max_steps: PositiveInt = 2000,
     ) -> None:
         super().__init__(problem, width, depth, activation, init, method, step_size, rtol, atol, adjoint,

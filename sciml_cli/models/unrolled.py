@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..constraints import PositiveInt
+from ..constraints import NonNegativeFloat, PositiveInt
 from ..numerics.image_metrics import psnr
 from ..problems.base import Evaluation, InverseProblem
 from .base import Model
@@ -55,7 +55,7 @@ class Unrolled(Model):
     loss_terms = ("mse",)
 
     def __init__(self, problem: InverseProblem, batch_size: PositiveInt = 8,
-                 loss_weights: dict[str, float] | None = None) -> None:
+                 loss_weights: dict[str, NonNegativeFloat] | None = None) -> None:
         super().__init__(loss_weights=loss_weights)
         self.batch_size = int(batch_size)
         self.size = int(problem.size)

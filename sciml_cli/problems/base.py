@@ -148,6 +148,11 @@ class Problem(ABC):
     def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
         """Run the reference solver on this problem's device and dtype."""
 
+    def check_solve(self, resolution: int | None = None, n_samples: int = 1) -> None:
+        """Raise the ``ValueError`` (``"<key>: ..."``) :meth:`solve` would raise for these
+        arguments, without solving: ``sciml solve`` asks before it makes its run directory.
+        Nothing to check by default."""
+
     def metrics(self, prediction: Tensor, reference: Tensor) -> dict[str, float]:
         return error_metrics(prediction, reference)
 
@@ -424,6 +429,11 @@ class OperatorData(ABC):
         """``(a, u, grid)``: inputs ``[N, C_in, *S]``, outputs ``[N, C_out, *S]`` and the
         coordinates of the spatial axes ``S`` in axis order, at ``resolution`` points per axis
         (``None``: the problem's default). ``split`` is ``"train"``, ``"val"`` or ``"test"``."""
+
+    def check_resolution(self, resolution: int) -> None:
+        """Raise the ``ValueError`` (``"resolution: ..."``) :meth:`operator_pairs` would raise
+        for ``resolution``, without making data (``sciml eval`` asks before any work). Any
+        resolution by default."""
 
     def operator_fields(self, solution: Solution) -> tuple[Tensor, Tensor]:
         """``(a, u)`` channel-first, ``[N, C, *S]``, from the output of :meth:`Problem.solve`

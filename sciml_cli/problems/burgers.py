@@ -496,15 +496,17 @@ class Burgers(Problem, PhysicsResidual, OperatorData, DifferentiableSolver):
 
         if self.setup != "fno":
             raise ConfigError("problem.setup", "operator data needs the fno setup", ["fno"])
+        nx = resolution or self.resolution
+        try:  # before any data is made
+            self.check_resolution(nx)
+        except ValueError as err:
+            raise ConfigError("resolution", str(err).removeprefix("resolution: ")) from None
         seed = SPLIT_SEEDS[split]
         generating = self.cache_key(split=split, n_samples=int(n_samples), seed=seed, dtype="float64")
         solver = Burgers(setup="fno", nu=self.nu, t_end=self.t_end, grf=self.grf,
                          fine_resolution=self.fine_resolution, dt=self.dt).to(float64_device(self.device), torch.float64)
         data = load_dataset(f"burgers-{split}", generating,
                             lambda: solver.solve(self.fine_resolution, int(n_samples), seed), Path(self.data_dir))
-        nx = resolution or self.resolution
-        if self.fine_resolution % nx:
-            raise ConfigError("resolution", f"must divide problem.fine_resolution={self.fine_resolution}, got {nx}")
         stride = self.fine_resolution // nx
         a = data.fields["a"][:, None, ::stride].to(**self.factory)
         u = data.fields["u"][:, None, ::stride].to(**self.factory)
@@ -526,17 +528,29 @@ class Burgers(Problem, PhysicsResidual, OperatorData, DifferentiableSolver):
         return {} if value is None else {"heat_equation_rel_l2": value}
 
     # -- reference solver --------------------------------------------------------------------------
-    def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
-        """fno: ``{"a": [N, X], "u": [N, X]}`` on ``{"x": [X]}`` (``a = u(., 0)``,
-        ``u = u(., t_end)``). raissi: ``{"u": [1, T, X]}`` on ``{"t": [T], "x": [X]}`` from the
-        exact solution."""
+    def check_solve(self, resolution: int | None = None, n_samples: int = 1) -> None:
         nx = resolution or self.resolution
-        start = time.perf_counter()
         if self.setup == "raissi":
             if n_samples != 1:
                 raise ValueError("n_samples: the raissi setup has one initial condition, use 1")
             if nx < 2:
                 raise ValueError(f"resolution: need at least 2 points, got {nx}")
+            return
+        self.check_resolution(nx)
+
+    def check_resolution(self, resolution: int) -> None:
+        """fno: the resolution subsamples the solver grid, so it divides ``fine_resolution``."""
+        if self.setup == "fno" and self.fine_resolution % resolution:
+            raise ValueError(f"resolution: must divide fine_resolution={self.fine_resolution}, got {resolution}")
+
+    def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
+        """fno: ``{"a": [N, X], "u": [N, X]}`` on ``{"x": [X]}`` (``a = u(., 0)``,
+        ``u = u(., t_end)``). raissi: ``{"u": [1, T, X]}`` on ``{"t": [T], "x": [X]}`` from the
+        exact solution."""
+        self.check_solve(resolution, n_samples)
+        nx = resolution or self.resolution
+        start = time.perf_counter()
+        if self.setup == "raissi":
             t, x = self._raissi_grid(nx)
             u = self.exact(x[None, :], t[:, None])[None]
             wall = time.perf_counter() - start
@@ -548,8 +562,6 @@ class Burgers(Problem, PhysicsResidual, OperatorData, DifferentiableSolver):
             )
 
         fine = self.fine_resolution
-        if fine % nx:
-            raise ValueError(f"resolution: must divide fine_resolution={fine}, got {nx}")
         u0 = self.random_initial_conditions(n_samples, seed)
         u1 = self.evolve(u0, self.t_end)
         heat = self.heat_prediction(u0, self.t_end)

@@ -546,6 +546,13 @@ class Ct(Problem, InverseProblem):
         return out
 
     # -- reference data ----------------------------------------------------------------------------
+    def check_solve(self, resolution: int | None = None, n_samples: int = 1) -> None:
+        size = int(resolution or self.size)
+        if size < 16:
+            raise ValueError(f"resolution: need at least 16 pixels, got {size}")
+        if n_samples < 1:
+            raise ValueError(f"n_samples: need at least one, got {n_samples}")
+
     def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
         """Phantoms, noisy sinograms and their FBP.
 
@@ -558,11 +565,8 @@ class Ct(Problem, InverseProblem):
             (radians) and the detector positions ``s_k = detector_first + k *
             detector_spacing`` (units of the square).
         """
+        self.check_solve(resolution, n_samples)
         size = int(resolution or self.size)
-        if size < 16:
-            raise ValueError(f"resolution: need at least 16 pixels, got {size}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples: need at least one, got {n_samples}")
         start = time.perf_counter()
         op = self.operator(size)
         gen = torch.Generator().manual_seed(seed)

@@ -374,6 +374,11 @@ class Dataset(Problem, OperatorData):
         return out
 
     # -- the operator-data view -----------------------------------------------------------------------------
+    def check_resolution(self, resolution: int) -> None:
+        res = int(resolution)
+        if res < 1 or self.space[0] % res or any(n % (self.space[0] // res) for n in self.space):
+            raise ValueError(f"resolution: must divide the {self.space[0]} points per axis of {self.path.name}, got {res}")
+
     def operator_pairs(self, split: str, n_samples: int, resolution: int | None = None
                        ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """The first ``n_samples`` of ``split`` in file order, at ``resolution`` points per axis
@@ -386,9 +391,11 @@ class Dataset(Problem, OperatorData):
             raise ConfigError(key, f"asks for {n_samples} {split} samples; problem.splits.{split} holds "
                                    f"{stop - start} of the {self.n_samples} in {self.path.name}")
         res = int(resolution or self.resolution)
+        try:
+            self.check_resolution(res)
+        except ValueError as err:
+            raise ConfigError("resolution", str(err).removeprefix("resolution: ")) from None
         stride = self.space[0] // res
-        if res < 1 or self.space[0] % res or any(n % stride for n in self.space):
-            raise ConfigError("resolution", f"must divide the {self.space[0]} points per axis of {self.path.name}, got {res}")
         a = self._read("input", start, n_samples, stride)
         u = self._read("output", start, n_samples, stride)
         if split != "train":  # scored by baselines(), beside the model
@@ -522,6 +529,9 @@ class Dataset(Problem, OperatorData):
         fit = torch.linalg.lstsq(lhs, rhs, driver="gelsd" if lhs.device.type == "cpu" else None).solution
         prediction = torch.fft.irfftn((lhs @ fit).permute(1, 2, 0).reshape(fu.shape), s=u.shape[2:], dim=dims)
         return relative_l2(prediction.flatten(1), u.double().flatten(1)).mean().item()
+
+    def check_solve(self, resolution: int | None = None, n_samples: int = 1) -> None:
+        self.solve(resolution, n_samples)  # refuses at once: there is no solver
 
     def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
         raise ValueError(f"problem=dataset has no solver: it reads {self.path.name}; `sciml solve` runs "

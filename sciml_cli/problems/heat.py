@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
-from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
+from ..constraints import Bound, NonNegativeFloat, PositiveFloat
+from ..errors import ConfigError
 from ..numerics.finite_difference import laplacian_dirichlet_1d
 from ..numerics.timestepping import crank_nicolson
 from .base import PhysicsResidual, Problem, Solution
@@ -50,8 +52,8 @@ class Heat(Problem, PhysicsResidual):
         kappa: PositiveFloat = 0.1,
         t_end: PositiveFloat = 1.0,
         amplitudes: Sequence[float] = (1.0, 0.0, 0.5),
-        resolution: PositiveInt = 256,
-        n_times: PositiveInt = 101,
+        resolution: Annotated[int, Bound(3, inclusive=True)] = 256,  # the two ends and a point between
+        n_times: Annotated[int, Bound(2, inclusive=True)] = 101,
         noise: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__()
@@ -113,6 +115,8 @@ class Heat(Problem, PhysicsResidual):
         return points, u
 
     def reference(self, resolution: int | None = None) -> tuple[dict[str, Tensor], Tensor]:
+        if resolution is not None and resolution < 3:  # the ends are zero: nothing left to score
+            raise ConfigError("resolution", f"need at least 3 points, got {resolution}")
         x = torch.linspace(0.0, 1.0, resolution or self.resolution, **self.factory)
         t = torch.linspace(0.0, self.t_end, self.n_times, **self.factory)
         grid = {"x": x, "t": t}
@@ -124,13 +128,17 @@ class Heat(Problem, PhysicsResidual):
         return {"crank_nicolson_9_rel_l2": self.solve(resolution=9).attrs["rel_l2_vs_exact"]}
 
     # -- reference solver ------------------------------------------------------------------------
-    def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
-        """Crank–Nicolson with ``dt`` close to ``dx`` so both errors are second order."""
+    def check_solve(self, resolution: int | None = None, n_samples: int = 1) -> None:
         if n_samples != 1:
             raise ValueError("n_samples: the 1D heat problem has one initial condition, use 1")
         nx = resolution or self.resolution
         if nx < 3:
             raise ValueError(f"resolution: need at least 3 points, got {nx}")
+
+    def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
+        """Crank–Nicolson with ``dt`` close to ``dx`` so both errors are second order."""
+        self.check_solve(resolution, n_samples)
+        nx = resolution or self.resolution
         start = time.perf_counter()
         dx = 1.0 / (nx - 1)
         intervals = self.n_times - 1

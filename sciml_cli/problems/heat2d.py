@@ -73,13 +73,19 @@ class Heat2D(Problem, OperatorData):
             n_samples, n, self.alpha, self.tau, self.sigma, generator=generator, **self.factory
         )
 
-    def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
-        """Pairs ``{"a": [N, X, Y], "u": [N, X, Y]}`` with ``u = S(t_end) a``, grid ``{"x", "y"}``."""
-        n = resolution or self.resolution
-        if n < 2:
-            raise ValueError(f"resolution: need at least 2 points per side, got {n}")
+    def check_solve(self, resolution: int | None = None, n_samples: int = 1) -> None:
+        self.check_resolution(resolution or self.resolution)
         if n_samples < 1:
             raise ValueError(f"n_samples: must be >= 1, got {n_samples}")
+
+    def check_resolution(self, resolution: int) -> None:
+        if resolution < 2:
+            raise ValueError(f"resolution: need at least 2 points per side, got {resolution}")
+
+    def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
+        """Pairs ``{"a": [N, X, Y], "u": [N, X, Y]}`` with ``u = S(t_end) a``, grid ``{"x", "y"}``."""
+        self.check_solve(resolution, n_samples)
+        n = resolution or self.resolution
         start = time.perf_counter()
         a = self.initial_condition(n_samples, n, torch.Generator().manual_seed(seed))
         u = self.propagate(a, self.t_end)

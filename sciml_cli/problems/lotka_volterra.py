@@ -247,6 +247,13 @@ class LotkaVolterra(Problem, Trajectories):
         floor = 100 * torch.finfo(dtype).eps
         return max(self.rtol, floor), max(self.atol, floor)
 
+    def check_solve(self, resolution: int | None = None, n_samples: int = 1) -> None:
+        n_times = self.n_times if resolution is None else int(resolution)
+        if n_times < 2:
+            raise ValueError(f"resolution: need at least 2 time samples, got {n_times}")
+        if n_samples < 1:
+            raise ValueError(f"n_samples: must be >= 1, got {n_samples}")
+
     def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
         """Trajectories on ``resolution`` equispaced times (default ``n_times``), clean and noisy.
 
@@ -260,11 +267,8 @@ class LotkaVolterra(Problem, Trajectories):
             grid ``t`` ``[T]``, attrs with the parameters, the noise level, the tolerances, the
             number of right-hand-side evaluations and the largest relative drift of ``V``.
         """
+        self.check_solve(resolution, n_samples)
         n_times = self.n_times if resolution is None else int(resolution)
-        if n_times < 2:
-            raise ValueError(f"resolution: need at least 2 time samples, got {n_times}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples: must be >= 1, got {n_samples}")
         gen = torch.Generator().manual_seed(int(seed))
         start = time.perf_counter()
         if n_samples == 1:

@@ -307,16 +307,22 @@ class NavierStokes(Problem, OperatorData, DifferentiableSolver):
             n_samples, n, self.alpha, self.tau, self.sigma, generator=generator, **self.factory
         )
 
+    def check_solve(self, resolution: int | None = None, n_samples: int = 1) -> None:
+        self._check_resolution(resolution or self.resolution)
+        if n_samples < 1:
+            raise ValueError(f"n_samples: must be >= 1, got {n_samples}")
+
+    def check_resolution(self, resolution: int) -> None:
+        self._check_resolution(resolution)
+
     def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
         """Trajectories from random initial vorticity: ``{"w": [N, T, X, Y]}``, ``T`` including 0.
 
         Integrates on the ``fine_resolution`` grid with :meth:`step_spectral`, then keeps every
         ``fine_resolution / resolution``-th point, as Li et al. subsample 256 to 64.
         """
+        self.check_solve(resolution, n_samples)
         res = resolution or self.resolution
-        self._check_resolution(res)
-        if n_samples < 1:
-            raise ValueError(f"n_samples: must be >= 1, got {n_samples}")
         fine, stride = self.fine_resolution, self.fine_resolution // res
         start = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)

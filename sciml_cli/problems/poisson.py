@@ -275,9 +275,7 @@ class Poisson(Problem, PhysicsResidual, EnergyFunctional):
         return {"fd_9x9_rel_l2": solution.attrs["rel_l2_vs_exact"]}
 
     # -- reference solver ------------------------------------------------------------------------
-    def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
-        """Five-point finite differences on a uniform grid through the origin, a sparse direct
-        solve; second order for smooth solutions, limited by the corner singularity otherwise."""
+    def check_solve(self, resolution: int | None = None, n_samples: int = 1) -> None:
         if self.dim != 2:
             raise ValueError(f"problem.dim: the finite-difference reference solver is two-dimensional; dim={self.dim} "
                              "is scored against its exact solution")
@@ -286,6 +284,12 @@ class Poisson(Problem, PhysicsResidual, EnergyFunctional):
         n = resolution or self.resolution
         if n < 3 or n % 2 == 0:
             raise ValueError(f"resolution: an odd number of points >= 3, so the grid passes through the origin; got {n}")
+
+    def solve(self, resolution: int | None = None, n_samples: int = 1, seed: int = 0) -> Solution:
+        """Five-point finite differences on a uniform grid through the origin, a sparse direct
+        solve; second order for smooth solutions, limited by the corner singularity otherwise."""
+        self.check_solve(resolution, n_samples)
+        n = resolution or self.resolution
         start = time.perf_counter()
         (x_lo, x_hi), (y_lo, y_hi) = self.bounds
         x = torch.linspace(x_lo, x_hi, n, dtype=torch.float64)

@@ -215,6 +215,8 @@ class LevenbergMarquardt(torch.optim.Optimizer):
     """
 
     least_squares = True  # the trainer steps it with the model's residual blocks, not a closure
+    #: settings the optimiser adapts as it goes: a resumed run keeps the checkpoint's
+    evolving = ("damping",)
 
     def __init__(
         self,

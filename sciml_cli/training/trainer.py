@@ -295,7 +295,13 @@ class Trainer:
                         raise ConfigError("trainer.devices", f"{phase.name} runs on one process; set trainer.devices=1")
                     self.scheduler = phase.scheduler(self.optimizer) if phase.scheduler else None
                     if pending_optim is not None:
+                        # the state (moments, step counts) is the checkpoint's; the settings are
+                        # this config's, so `resume=<run> optim.lr=...` takes effect
+                        settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
                         self.optimizer.load_state_dict(pending_optim["optimizer"])
+                        evolving = getattr(self.optimizer, "evolving", ())
+                        for group, fresh in zip(self.optimizer.param_groups, settings):
+                            group.update({k: v for k, v in fresh.items() if k not in evolving})
                         if self.scheduler is not None and pending_optim.get("scheduler") is not None:
                             _restore_scheduler(self.scheduler, self.optimizer, pending_optim["scheduler"])
                         pending_optim = None
