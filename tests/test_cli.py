@@ -97,6 +97,13 @@ def test_shell_completion_completes_groups_through_the_dispatcher(sciml):
         ("optim=sgd optim.phases.0.optimizer.momentum=0", "optim.phases.0", "Nesterov momentum requires"),
         ("+optim.phases.0.scheduler._target_=torch.optim.lr_scheduler.ReduceLROnPlateau "
          "+optim.phases.0.scheduler._partial_=true", "optim.phases.0.scheduler", "needs a metric"),
+        ("paths.outputs=", "paths.outputs", "must not be empty"),  # else `${paths.outputs}/train` is /train
+        ("paths.outputs=/proc/nope", "paths.outputs", "/proc is not on a disk"),  # not "disk full"
+        ("paths.data=/dev/null", "paths.data", "is not a directory"),
+        ("model.loss_weights.residual=-1", "model.loss_weights.residual", "must be >= 0, got -1"),
+        ("model.balance=lr_annealing model.balance_alpha=5", "model.balance_alpha", "must be <= 1"),
+        ("optim.betas=[0.9]", "optim.betas", "expected 2 items"),  # the key typed, not the phase
+        ("problem.resolution=2", "problem.resolution", "must be >= 3"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(sciml, override, key, hint):
@@ -107,6 +114,18 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(sciml, override, key, h
     assert lines[0].startswith(f"sciml: config error: {key}:"), lines[0]
     assert hint in lines[0]
     assert "Traceback" not in proc.stderr
+    assert not (sciml.cwd / "outputs").exists()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--cfg", "jobb"], "argument --cfg/-c: invalid choice: 'jobb' (choose from 'job', 'hydra', 'all')"),
+    (["--bogus"], "unknown flag --bogus"),
+    (["optim.steps=2", "-m", "model.width=8"], "unrecognized arguments: model.width=8; give the flags before"),
+])
+def test_a_wrong_hydra_flag_is_one_line(sciml, args, line):
+    proc = sciml("train", *args)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"sciml: config error: {line}"), proc.stderr
     assert not (sciml.cwd / "outputs").exists()
 
 

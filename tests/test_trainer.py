@@ -71,17 +71,13 @@ def test_a_run_being_trained_is_not_resumed_by_a_second_process(tmp_path):
     assert checkpoint.load(run / "checkpoints" / "last.pt")["step"] == step + 5
 
 
-def test_resume_auto_does_not_continue_an_older_run_when_the_newest_never_checkpointed(tmp_path):
+def test_resume_auto_does_not_continue_an_older_run_when_the_newest_never_checkpointed(sciml, tiny_run):
     """A run killed (SIGKILL: no handler runs) before its first checkpoint is the newest run:
     ``resume=auto`` says so rather than continue an older run unasked, and writes nothing. The
     killed process's lock is gone with it."""
-    import time
-
-    base = tmp_path / "outputs" / "train" / "heat-pinn"
-    run_sciml("train", *TINY, cwd=tmp_path, check=True)
-    older = only_run_dir(base)
+    tmp_path, older = sciml.cwd, tiny_run
+    base = older.parent
     stamp = (older / "checkpoints" / "last.pt").stat().st_mtime_ns
-    time.sleep(1.1)  # a run directory is named by the second it starts
     args = [*TINY, "optim.steps=100000", "trainer.checkpoint_every=100000"]
     proc = start_train(args, tmp_path, lambda: len(list(base.glob("*/run.json"))) == 2)
     proc.kill()

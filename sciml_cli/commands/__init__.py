@@ -520,10 +520,34 @@ def _primary_config(command: str, args: list[str]) -> tuple[list[str], tuple[Pat
 PENDING_SIGNALS: list[int] = []
 
 
+def check_flags(command: str, args: list[str]) -> None:
+    """Hydra's flags, parsed as Hydra will parse them, so that a wrong one is one line (argparse
+    would print its whole usage): an unknown flag, a ``--cfg`` other than job, hydra or all, an
+    override given before a flag."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def error(message: str) -> None:
+        if message.startswith("unrecognized arguments"):
+            extra = message.partition(": ")[2].split()
+            message = (f"unknown flag {' '.join(extra)}" if all(a.startswith("-") for a in extra) else
+                       f"{message}; give the flags before the key=value overrides")
+        raise ConfigError("", f"{message} (`sciml {command} --help` lists the flags)")
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_args([a for a in args if a not in ("--help", "-h", "--hydra-help", "--version")])
+
+
 def run_app(command: str, app: Callable[[], Any], args: list[str],
             preflight: Callable[[list[str]], list[str] | None] | None) -> int:
     """Check ``args`` (unless only asking for help or a config print), hand them to Hydra, and
     return the exit code; the result goes to stdout in the form ``output=`` asks for."""
+    try:
+        check_flags(command, args)
+    except ConfigError as err:
+        output.start(command, [a for a in args if not a.startswith("-")])
+        return output.finish(report(err))
     informational = any(a.split("=")[0] in INFO_FLAGS for a in args if a.startswith("-"))
     if informational:
         sys.argv = [sys.argv[0], *args]
