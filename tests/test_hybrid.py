@@ -289,6 +289,10 @@ def test_hybrid_burgers_beats_the_coarse_solver_and_eval_compares_finer_grids(sc
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-hybrid")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val/rel_l2"] < 0.5 * metrics["val/rel_l2_coarse"], metrics
+    proc = sciml("eval", f"run={run}", "resolution=64")  # refused before any work: the model has one grid
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "sciml: config error: resolution: Hybrid evaluates on the grid it was built for (valid: 32)\n"
+    assert not (run / "eval.json").exists()
     sciml("eval", f"run={run}", check=True)
     result = json.loads((run / "eval.json").read_text())["metrics"]
     assert result["rel_l2"] < 0.5 * result["rel_l2_coarse"]

@@ -187,6 +187,9 @@ def test_lgd_tiny_cpu_run_beats_the_classical_baselines(sciml):
     # best.pt follows the direction: the best validation PSNR is the highest one seen
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "ct-lgd")
     assert train["metrics"]["best/psnr"] >= train["metrics"]["val/psnr"]
+    proc = sciml("eval", f"run={run}", "resolution=64")  # the operator is built for 32 x 32
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "sciml: config error: resolution: LGD evaluates on the grid it was built for (valid: 32)\n"
     proc = sciml("eval", f"run={run}", "output=json", check=True)
     result = json.loads(proc.stdout)
     base, metrics = result["baselines"], result["metrics"]

@@ -47,8 +47,13 @@ def preflight(overrides: list[str]) -> None:
         _, problem, model, _ = restore(path, "cpu", str(cfg.paths.data) if _data_given(overrides) else None)
     except CheckpointError as err:
         raise ConfigError("run", checkpoint_problem(err)) from None
+    grids = [("resolution", cfg.resolution), *((f"resolutions.{i}", r) for i, r in enumerate(cfg.resolutions or []))]
+    own = model.evaluation_grid(problem)
+    for key, resolution in grids:
+        if own is not None and resolution is not None and int(resolution) != own:
+            raise ConfigError(key, f"{type(model).__name__} evaluates on the grid it was built for", [str(own)],
+                              given=str(resolution))
     if isinstance(problem, OperatorData) and OperatorData in getattr(type(model), "requires", ()):
-        grids = [("resolution", cfg.resolution), *((f"resolutions.{i}", r) for i, r in enumerate(cfg.resolutions or []))]
         for key, resolution in grids:
             try:
                 if resolution is not None:

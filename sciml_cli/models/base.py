@@ -14,7 +14,8 @@ outside the method knows its call convention:
   gets the parameters that require gradients then; a Gauss-Newton type optimiser (``optim=lm``)
   also gets :meth:`Model.least_squares`, the loss as a sum of squared residuals,
   from the models that offer it (:attr:`Model.least_squares_unmet` is ``None``);
-- ``sciml eval`` calls :meth:`Model.evaluate` and :meth:`Model.figures`;
+- ``sciml eval`` calls :meth:`Model.evaluate` and :meth:`Model.figures`, after checking
+  ``resolution=`` against :meth:`Model.evaluation_grid` (a model built for one grid);
 - ``sciml solve ckpt=`` calls :meth:`Model.surrogate` to predict what the reference solver
   computed on fresh instances.
 
@@ -87,6 +88,12 @@ class Model(nn.Module):
         """Prediction against the problem's reference, with metrics (the problem's
         ``val_metric`` among them). The trainer validates on ``split="val"``; ``sciml eval``
         scores ``"test"``. Models whose reference is exact may ignore ``split``."""
+
+    def evaluation_grid(self, problem: Problem) -> int | None:
+        """The one ``resolution`` :meth:`evaluate` takes (a model built for its grid: the hybrid's
+        coarse grid, an unrolled scheme's image size), or None when it takes any the problem
+        offers; ``sciml eval`` checks ``resolution=`` against it before any work."""
+        return None
 
     def shard(self, batch: dict[str, Tensor], rank: int, world: int) -> dict[str, Tensor]:
         """This process's share of :meth:`batch` in data-parallel training (``trainer.devices``):

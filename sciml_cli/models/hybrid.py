@@ -258,6 +258,9 @@ class Hybrid(Model):
 
     # -- evaluation ----------------------------------------------------------------------------------
     @torch.no_grad()
+    def evaluation_grid(self, problem: DifferentiableSolver) -> int:
+        return self.resolution
+
     def evaluate(self, problem: DifferentiableSolver, resolution: int | None = None, split: str = "test") -> Evaluation:
         """Roll out ``val_steps`` / ``test_steps`` hybrid steps from the unseen initial states
         of ``split`` and score every step against the restricted fine reference.
@@ -271,7 +274,7 @@ class Hybrid(Model):
         hybrid's (``seconds_*``, the whole rollout of every test sample), and ``as_accurate_as``:
         the finest of those grids (as a multiple of the coarse one, 1 for none) whose error the
         hybrid's does not exceed (1 when the hybrid diverged)."""
-        if resolution not in (None, self.resolution):
+        if resolution not in (None, self.evaluation_grid(problem)):
             raise ValueError(f"resolution: the hybrid runs on its coarse grid (supported: {self.resolution})")
         self.fit_scale(problem)
         reference = self.trajectories(problem, split)

@@ -97,11 +97,14 @@ class Unrolled(Model):
         return {"mse": (recon - batch["images"]).pow(2).mean()}
 
     # -- evaluation --------------------------------------------------------------------------------
+    def evaluation_grid(self, problem: InverseProblem) -> int:
+        return self.size
+
     def evaluate(self, problem: InverseProblem, resolution: int | None = None, split: str = "test") -> Evaluation:
         """PSNR (dB, each image's own range), SSIM and relative L2 on the random-ellipse images of
         ``split`` (``psnr``: the validation metric), and on the Shepp–Logan head of the test
         split (``psnr_shepp_logan``, ...); seconds per reconstructed image."""
-        if resolution not in (None, self.size):
+        if resolution not in (None, self.evaluation_grid(problem)):
             raise ValueError(f"resolution: the operator is built for {self.size} x {self.size} images "
                              f"(supported: {self.size})")
         metrics: dict[str, float] = {}
