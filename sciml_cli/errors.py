@@ -27,6 +27,29 @@ class SciMLError(Exception):
     label = "error"
 
 
+class SciMLWarning(UserWarning):
+    """Base class of the warnings sciml shows as one line (``sciml: warning: ...``)."""
+
+
+def one_line_warnings() -> None:
+    """Show :class:`SciMLWarning` as ``sciml: warning: <message>`` on stderr, without Python's
+    file, line number and source line; other warnings as before."""
+    import warnings
+
+    shown = warnings.showwarning
+    if getattr(shown, "sciml", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if isinstance(category, type) and issubclass(category, SciMLWarning):
+            (file or sys.stderr).write(f"sciml: warning: {message}\n")
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.sciml = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 class Stopped(BaseException):
     """A stop signal before the command started its work: nothing was written. A
     ``BaseException``, like ``KeyboardInterrupt``, so no check's ``except Exception`` takes it

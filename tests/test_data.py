@@ -86,6 +86,22 @@ def test_generated_once_then_read_back(tmp_path):
     assert len(list((tmp_path / "data").glob("*.h5"))) == 2
 
 
+def test_the_commands_show_a_dataset_warning_as_one_line():
+    """In a command, a damaged cache file's warning reads ``sciml: warning: ...`` without
+    Python's file and source line; other libraries' warnings keep their form."""
+    import subprocess
+    import sys
+
+    code = ("import warnings; from sciml_cli.errors import one_line_warnings; "
+            "from sciml_cli.data.cache import DatasetWarning; one_line_warnings(); "
+            "warnings.warn('a.h5: checksum mismatch; regenerating it', DatasetWarning); "
+            "warnings.warn('from elsewhere', UserWarning)")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    lines = err.splitlines()
+    assert lines[0] == "sciml: warning: a.h5: checksum mismatch; regenerating it"
+    assert "UserWarning: from elsewhere" in lines[1]
+
+
 def test_truncated_file_is_regenerated_with_a_warning(tmp_path):
     marker = tmp_path / "marker"
     path = cached_solution("heat", CONFIG, lambda: _make(marker), tmp_path)

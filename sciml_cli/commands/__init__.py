@@ -543,6 +543,9 @@ def run_app(command: str, app: Callable[[], Any], args: list[str],
             preflight: Callable[[list[str]], list[str] | None] | None) -> int:
     """Check ``args`` (unless only asking for help or a config print), hand them to Hydra, and
     return the exit code; the result goes to stdout in the form ``output=`` asks for."""
+    from ..errors import one_line_warnings
+
+    one_line_warnings()
     try:
         check_flags(command, args)
     except ConfigError as err:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import progress
-from ..errors import SciMLError
+from ..errors import SciMLError, SciMLWarning
 from ..problems.base import Solution
 from .hdf5 import read_solution, verify_file, write_solution
 
@@ -58,7 +58,7 @@ DEFAULT_DATA_DIR = Path("outputs") / "data"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class DatasetWarning(UserWarning):
+class DatasetWarning(SciMLWarning):
     """A cached dataset was found damaged or foreign and is being regenerated."""
 
 
