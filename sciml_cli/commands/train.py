@@ -556,8 +556,8 @@ def task(cfg: DictConfig) -> float | None:
     # a config given whole (--config-name best) has no group choices: name it by its classes
     name = "-".join(str(hc.runtime.choices.get(group) or str(cfg[group]._target_).rpartition(".")[2].lower())
                     for group in ("problem", "model"))
-    if cfg.resume is not None and not multirun:  # the run's own name (train/<problem>-<model>/<time>)
-        name = run_dir.parent.name
+    if cfg.resume is not None and not multirun and run_dir.parent.parent.name == "train":
+        name = run_dir.parent.name  # the run's own name (train/<problem>-<model>/<time>); a moved run keeps its groups
     if not multirun:
         output.context(run_dir=str(run_dir), name=name)
     with contextlib.ExitStack() as held:
