@@ -47,6 +47,13 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
+def option_config(group: str, name: str) -> Any:
+    """The file of option ``name`` of ``group`` as written (no defaults applied, nothing resolved)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(config_dir() / group / f"{name}.yaml")
+
+
 #: what a config may build, by kind (see :func:`registered_bases`)
 BUILDABLE = ("sciml_cli problems, models, trainer, phases, callbacks", "torch.optim optimisers and schedulers",
              "torch.nn modules")

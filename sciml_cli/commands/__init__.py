@@ -393,7 +393,7 @@ def _check_named_phases(cfg: DictConfig, model: Any) -> None:
 def _phase_names(option: str) -> list[str]:
     """The phase names of the ``optim`` option ``option``, read from its file."""
     try:
-        phases = OmegaConf.load(config.CONFIG_DIR / "optim" / f"{option}.yaml").get("phases") or []
+        phases = config.option_config("optim", option).get("phases") or []
         return [str(p.get("name")) for p in phases]
     except Exception:  # a user's option this reading does not understand: no hint from it
         return []
@@ -427,7 +427,7 @@ def _fitting_problems(cfg: DictConfig, requires: tuple[type, ...], model_cls: ty
     fits = []
     for name in config.group_options("problem"):
         base = OmegaConf.merge({"paths": cfg.get("paths", {})},
-                               {"problem": OmegaConf.load(config.config_dir() / "problem" / f"{name}.yaml")})
+                               {"problem": config.option_config("problem", name)})
         node = base.problem
         try:
             cls = config.import_target(node._target_, f"problem={name}")

@@ -112,7 +112,7 @@ def _run_problem(problem, path: Path) -> str:
     """The ``problem`` config that builds the class a run was trained on."""
     for name in config.group_options("problem"):
         try:
-            target = OmegaConf.load(config.config_dir() / "problem" / f"{name}.yaml").get("_target_")
+            target = config.option_config("problem", name).get("_target_")
         except Exception:  # a config this reading does not understand: not the one
             continue
         if str(target) == _qualified(type(problem)):

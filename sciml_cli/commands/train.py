@@ -137,8 +137,12 @@ def _resume_state(resume: str, auto_base: Callable[[], Path]) -> tuple[Path, dic
 def _check_not_held(run: Path, key: str = "resume") -> None:
     who = rundir.holder(run)
     if who is not None:
-        raise ConfigError(key, f"{run} is being trained by {who}; wait for it to end, or stop it "
-                               "(SIGTERM checkpoints it) and resume then")
+        raise _in_use(key, run, who)
+
+
+def _in_use(key: str, run: Path, who: Any) -> ConfigError:
+    return ConfigError(key, f"{run} is being trained by {who}; wait for it to end, or stop it "
+                            "(SIGTERM checkpoints it) and resume then")
 
 
 def _check_phases(cfg: DictConfig) -> None:
@@ -566,8 +570,7 @@ def task(cfg: DictConfig) -> float | None:
                 try:
                     held.enter_context(rundir.hold(run_dir))
                 except rundir.RunInUse as err:
-                    raise ConfigError("hydra.sweep.dir" if multirun else "resume",
-                                      f"{run_dir} is being trained by {err}; wait for it to end, or stop it") from None
+                    raise _in_use("hydra.sweep.dir" if multirun else "resume", run_dir, err) from None
             done = _continue_job(cfg, run_dir) if multirun else None
         except ConfigError as err:  # the directory holds another run: stop, leave the run as it is
             if full_error():
@@ -597,9 +600,7 @@ def _task(cfg: DictConfig, hc: Any, run_dir: Path, name: str, multirun: bool, do
         else:
             metrics = _train(cfg, run_dir, list(hc.overrides.task))
     except SciMLError as err:
-        stopped_early = isinstance(err, Interrupted) and not (run_dir / "checkpoints").exists()
-        if (isinstance(err, ConfigError) or stopped_early) and cfg.resume is None \
-                and not (run_dir / "checkpoints").exists():
+        if isinstance(err, (ConfigError, Interrupted)) and cfg.resume is None and not (run_dir / "checkpoints").exists():
             # nothing that looks like a result; a stopped run's empty directory would be the
             # newest run that `resume=auto` cannot resume
             shutil.rmtree(run_dir, ignore_errors=True)
