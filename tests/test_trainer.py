@@ -7,6 +7,7 @@ import math
 import os
 import re
 import signal
+import warnings
 
 import pytest
 import torch
@@ -385,7 +386,7 @@ def test_a_flipped_bit_in_a_weight_or_the_optimiser_state_is_caught(sciml, tiny_
     assert "resume: " in proc.stderr and "last.pt fails its checksum" in proc.stderr
 
 
-def test_checkpoints_without_a_checksum_from_version_1_still_load(tmp_path):
+def test_checkpoints_without_a_checksum_from_version_1_still_load_with_a_warning(tmp_path):
     fit(TINY[:5] + ["optim.steps=4"], tmp_path)
     path = tmp_path / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=True)
@@ -393,7 +394,12 @@ def test_checkpoints_without_a_checksum_from_version_1_still_load(tmp_path):
     del state["checksum"]
     state["version"] = 1
     torch.save(state, path)
-    assert checkpoint.load(path)["step"] == 4
+    with pytest.warns(checkpoint.CheckpointWarning, match="predates checksums"):
+        assert checkpoint.load(path)["step"] == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a version 2 file loads silently
+        checkpoint.save(path, {k: v for k, v in state.items() if k not in ("format", "version")})
+        assert checkpoint.load(path)["step"] == 4
 
 
 def test_a_short_pinn_run_beats_the_classical_baseline(tmp_path):

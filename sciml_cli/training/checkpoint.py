@@ -13,16 +13,21 @@ import hashlib
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, SciMLError, disk_full, free_bytes, no_space
+from ..errors import CheckpointError, SciMLError, SciMLWarning, disk_full, free_bytes, no_space
 
 FORMAT = "sciml-checkpoint"
-VERSION = 2  # 2: with a checksum; version 1 files (no checksum) still load
+VERSION = 2  # 2: with a checksum; version 1 files (no checksum) still load, with a warning
+
+
+class CheckpointWarning(SciMLWarning):
+    """A checkpoint loaded whose integrity could not be checked."""
 
 
 def atomic_write(path: Path, write) -> None:
@@ -117,7 +122,10 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         raise CheckpointError(f"{path} is not a sciml checkpoint")
     if state.get("version") not in (1, VERSION):
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')}, expected {VERSION}")
-    if state["version"] >= 2 and state.get("checksum") != checksum(state):
+    if state["version"] == 1:
+        warnings.warn(f"{path} predates checksums (checkpoint version 1): a damaged file cannot be told from "
+                      "an intact one; the next checkpoint this run writes carries one", CheckpointWarning, stacklevel=2)
+    elif state.get("checksum") != checksum(state):
         other = "best.pt" if path.name != "best.pt" else "last.pt"
         raise CheckpointError(f"{path} fails its checksum: the file changed after it was written (a damaged "
                               f"disk or copy); {other} in the same directory may be intact")
