@@ -5,6 +5,8 @@ exact solution at every resolution."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import shutil
@@ -77,11 +79,123 @@ TINY_HYBRID = [  # the preset's problem, a tenth of its data, one phase
 ]
 
 
-def run_sciml(*args: str, cwd: Path, check: bool = False, timeout: float = 300, env: dict | None = None):
+class Zygote:
+    """``tests/zygote.py``: a Python with torch, Hydra and sciml imported that forks one
+    ``python -m sciml_cli`` per call, which saves each call the 1.5 s of those imports (about a
+    third of the default suite). The calls stay separate processes with their own directory,
+    environment, umask, exit code, stdout and stderr. ``SCIML_TEST_FRESH=1`` runs every call in a
+    fresh interpreter instead; calls with other thread settings, and tests that signal or watch a
+    running process (:func:`start_train`), always do."""
+
+    #: environment variables read when a library loads, not when a command runs
+    AT_LOAD = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED", "PYTHONPATH", "MPLBACKEND", "MPLCONFIGDIR")
+
+    def __init__(self) -> None:
+        import tempfile
+        import threading
+
+        self.lock = threading.Lock()
+        self.dir = Path(tempfile.mkdtemp(prefix="sciml-zygote-"))
+        self.proc = None
+        self.env: dict[str, str] = {}
+
+    def start(self) -> bool:
+        if os.environ.get("SCIML_TEST_FRESH") == "1" or not hasattr(os, "fork"):
+            return False
+        requests_r, self.requests = os.pipe()
+        self.replies, replies_w = os.pipe()
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.env.pop("HYDRA_FULL_ERROR", None)
+        preload_err = self.dir / "preload.err"
+        with open(preload_err, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py")),
+                                          str(requests_r), str(replies_w)], pass_fds=(requests_r, replies_w),
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                         env=self.env)
+        os.close(requests_r)
+        os.close(replies_w)
+        self.requests = os.fdopen(self.requests, "w")
+        self.buffer = b""
+        ready = self._reply(timeout=300) == "ready"
+        if not ready or preload_err.read_text():  # a fresh process would show the preload's output
+            self.stop()
+            return False
+        return True
+
+    def _reply(self, timeout: float | None = None) -> str | None:
+        """The server's next line, or None if none came within ``timeout`` seconds (or it ended)."""
+        import select
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.replies], [], [], left)[0]:
+                return None
+            chunk = os.read(self.replies, 4096)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(OSError):
+                self.requests.close()
+            os.close(self.replies)
+            self.proc.wait(timeout=30)
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def fits(self, env: dict[str, str]) -> bool:
+        return self.proc is not None and all(env.get(k) == self.env.get(k) for k in self.AT_LOAD)
+
+    def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        with self.lock:
+            out, err = self.dir / "stdout", self.dir / "stderr"
+            umask = os.umask(0)
+            os.umask(umask)
+            self.requests.write(json.dumps({"argv": args, "cwd": str(cwd), "env": env, "umask": umask,
+                                            "stdout": str(out), "stderr": str(err)}) + "\n")
+            self.requests.flush()
+            pid = json.loads(self._reply())["pid"]
+            reply = self._reply(timeout)
+            ended = reply is not None
+            if not ended:
+                os.kill(pid, signal.SIGKILL)
+                reply = self._reply()
+            returncode = json.loads(reply)["returncode"]
+            stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        if not ended:
+            raise subprocess.TimeoutExpired([*SCIML, *args], timeout, stdout, stderr)
+        return subprocess.CompletedProcess([*SCIML, *args], returncode, stdout, stderr)
+
+
+_zygote: Zygote | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sciml_zygote():
+    global _zygote
+    zygote = Zygote()
+    _zygote = zygote if zygote.start() else None
+    yield
+    _zygote = None
+    zygote.stop()
+
+
+def run_sciml(*args: str, cwd: Path, check: bool = False, timeout: float = 300, env: dict | None = None,
+              fresh: bool = False):
+    """``sciml <args>`` in ``cwd`` as a separate process (forked by :class:`Zygote` unless
+    ``fresh``), its output captured as text."""
     environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     environment.update({"PYTHONUNBUFFERED": "1", **(env or {})})
-    proc = subprocess.run([*SCIML, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=environment)
+    if not fresh and _zygote is not None and _zygote.fits(environment):
+        proc = _zygote.run(list(args), Path(cwd).resolve(), environment, timeout)
+    else:
+        proc = subprocess.run([*SCIML, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                              env=environment)
     if check and proc.returncode != 0:
         raise AssertionError(f"sciml {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

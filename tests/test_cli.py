@@ -117,6 +117,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(sciml, override, key, h
     assert not (sciml.cwd / "outputs").exists()
 
 
+def test_a_fresh_interpreter_and_the_tests_forked_one_answer_alike(sciml):
+    """The CLI tests fork sciml from a preloaded interpreter (conftest.Zygote): the same
+    streams and exit code as ``python -m sciml_cli`` started afresh."""
+    for args in (["model.width=-3"], ["model.widht=3", "output=json"], ["--cfg", "job", "model.width=8"]):
+        forked, fresh = sciml("train", *args), sciml("train", *args, fresh=True)
+        assert (forked.returncode, forked.stderr) == (fresh.returncode, fresh.stderr)
+        if "output=json" in args:  # the same object but for the wall time
+            forked, fresh = ({k: v for k, v in json.loads(p.stdout).items() if k != "wall_time_s"} for p in (forked, fresh))
+            assert forked == fresh and forked["exit_code"] == 2
+        else:
+            assert forked.stdout == fresh.stdout
+
+
 @pytest.mark.parametrize("args, line", [
     (["--cfg", "jobb"], "argument --cfg/-c: invalid choice: 'jobb' (choose from 'job', 'hydra', 'all')"),
     (["--bogus"], "unknown flag --bogus"),

@@ -12,7 +12,7 @@ from conftest import TINY, run_sciml
 
 
 def test_quiet_train_prints_one_line_naming_its_run(tmp_path):
-    proc = run_sciml("train", *TINY, cwd=tmp_path, check=True)
+    proc = run_sciml("train", *TINY, cwd=tmp_path, check=True, fresh=True)  # the entry point as a user runs it
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, proc.stdout
     m = re.fullmatch(r"sciml train: finished heat-pinn in \d+ s, val/rel_l2 (\S+), run (\S+)", lines[0])
