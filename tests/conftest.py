@@ -80,15 +80,19 @@ TINY_HYBRID = [  # the preset's problem, a tenth of its data, one phase
 
 
 class Zygote:
-    """``tests/zygote.py``: a Python with torch, Hydra and sciml imported that forks one
-    ``python -m sciml_cli`` per call, which saves each call the 1.5 s of those imports (about a
-    third of the default suite). The calls stay separate processes with their own directory,
-    environment, umask, exit code, stdout and stderr. ``SCIML_TEST_FRESH=1`` runs every call in a
-    fresh interpreter instead; calls with other thread settings, and tests that signal or watch a
-    running process (:func:`start_train`), always do."""
+    """``tests/zygote.py``: a Python with torch, Hydra and the other libraries imported that
+    forks one ``python -m sciml_cli`` per call, which saves each call the 1.5 s of those imports.
+    The calls stay separate processes with their own directory, environment, umask, exit code,
+    stdout and stderr, and import sciml itself afresh. ``SCIML_TEST_FRESH=1`` runs every call in
+    a fresh interpreter instead; so do calls whose environment differs from the server's in
+    anything but what a command reads as it runs, and tests that signal or watch a running
+    process (:func:`start_train`). A server that stops answering is dropped: later calls go fresh."""
 
-    #: environment variables read when a library loads, not when a command runs
-    AT_LOAD = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED", "PYTHONPATH", "MPLBACKEND", "MPLCONFIGDIR")
+    #: environment variables a command reads as it runs (any other difference could be one a
+    #: library read when the server imported it: thread counts, locale, Python's own)
+    RUNTIME = {"HYDRA_FULL_ERROR", "COMP_LINE", "COMP_POINT", "TERM", "COLUMNS", "LINES", "NO_COLOR",
+               "FORCE_COLOR", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}
+    RUNTIME_PREFIXES = ("SLURM_", "SCIML_")
 
     def __init__(self) -> None:
         import tempfile
@@ -96,28 +100,27 @@ class Zygote:
 
         self.lock = threading.Lock()
         self.dir = Path(tempfile.mkdtemp(prefix="sciml-zygote-"))
-        self.proc = None
+        self.proc: subprocess.Popen | None = None
         self.env: dict[str, str] = {}
+        self.calls = 0
 
     def start(self) -> bool:
         if os.environ.get("SCIML_TEST_FRESH") == "1" or not hasattr(os, "fork"):
             return False
-        requests_r, self.requests = os.pipe()
+        requests_r, requests_w = os.pipe()
         self.replies, replies_w = os.pipe()
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.env.pop("HYDRA_FULL_ERROR", None)
-        preload_err = self.dir / "preload.err"
-        with open(preload_err, "w") as err:
+        preload_out = self.dir / "preload.out"
+        with open(preload_out, "w") as out:
             self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py")),
                                           str(requests_r), str(replies_w)], pass_fds=(requests_r, replies_w),
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         env=self.env)
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=self.env)
         os.close(requests_r)
         os.close(replies_w)
-        self.requests = os.fdopen(self.requests, "w")
+        self.requests = os.fdopen(requests_w, "w")
         self.buffer = b""
-        ready = self._reply(timeout=300) == "ready"
-        if not ready or preload_err.read_text():  # a fresh process would show the preload's output
+        if self._reply(timeout=300) != "ready" or preload_out.read_text():  # a fresh process would show it
             self.stop()
             return False
         return True
@@ -140,33 +143,61 @@ class Zygote:
         return line.decode()
 
     def stop(self) -> None:
+        """End the server (killed if it does not end at once) and drop its files."""
         if self.proc is not None:
             with contextlib.suppress(OSError):
                 self.requests.close()
-            os.close(self.replies)
-            self.proc.wait(timeout=30)
+            with contextlib.suppress(OSError):
+                os.close(self.replies)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def fits(self, env: dict[str, str]) -> bool:
-        return self.proc is not None and all(env.get(k) == self.env.get(k) for k in self.AT_LOAD)
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        differ = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)}
+        return all(k in self.RUNTIME or k.startswith(self.RUNTIME_PREFIXES) for k in differ)
 
-    def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess | None:
+        """The call's result, or None if the server could not start it (the caller runs it fresh)."""
         with self.lock:
-            out, err = self.dir / "stdout", self.dir / "stderr"
+            self.calls += 1
+            out, err = self.dir / f"{self.calls}.out", self.dir / f"{self.calls}.err"
             umask = os.umask(0)
             os.umask(umask)
-            self.requests.write(json.dumps({"argv": args, "cwd": str(cwd), "env": env, "umask": umask,
-                                            "stdout": str(out), "stderr": str(err)}) + "\n")
-            self.requests.flush()
-            pid = json.loads(self._reply())["pid"]
-            reply = self._reply(timeout)
-            ended = reply is not None
-            if not ended:
-                os.kill(pid, signal.SIGKILL)
-                reply = self._reply()
-            returncode = json.loads(reply)["returncode"]
-            stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+            pid = None
+            try:
+                self.requests.write(json.dumps({"argv": args, "cwd": str(cwd), "env": env, "umask": umask,
+                                                "stdout": str(out), "stderr": str(err)}) + "\n")
+                self.requests.flush()
+                started = self._reply(timeout=60)
+                if started is None:
+                    raise ConnectionError("the test zygote did not start the call")
+                pid = json.loads(started)["pid"]
+                reply = self._reply(timeout)
+                ended = reply is not None
+                if not ended:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    reply = self._reply(timeout=60)
+                if reply is None:
+                    raise ConnectionError("the test zygote did not report the call's end")
+                returncode = json.loads(reply)["returncode"]
+                stdout, stderr = out.read_text(), err.read_text()
+            except BaseException as error:
+                # out of step or gone: no later call may read this one's replies
+                self.stop()
+                if pid is None and not isinstance(error, KeyboardInterrupt):
+                    return None
+                raise
+            finally:
+                for path in (out, err):
+                    path.unlink(missing_ok=True)
         if not ended:
             raise subprocess.TimeoutExpired([*SCIML, *args], timeout, stdout, stderr)
         return subprocess.CompletedProcess([*SCIML, *args], returncode, stdout, stderr)
@@ -191,11 +222,12 @@ def run_sciml(*args: str, cwd: Path, check: bool = False, timeout: float = 300, 
     ``fresh``), its output captured as text."""
     environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     environment.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+    proc = None
     if not fresh and _zygote is not None and _zygote.fits(environment):
         proc = _zygote.run(list(args), Path(cwd).resolve(), environment, timeout)
-    else:
-        proc = subprocess.run([*SCIML, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                              env=environment)
+    if proc is None:
+        proc = subprocess.run([*SCIML, *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout, env=environment)
     if check and proc.returncode != 0:
         raise AssertionError(f"sciml {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

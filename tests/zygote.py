@@ -1,7 +1,7 @@
 """A preloaded Python that forks one ``python -m sciml_cli ...`` per request, for the tests.
 
 Most of a CLI test's ``sciml`` call is the interpreter importing torch and Hydra (1.5 of its 2 s
-for a config error). This server imports them, and every sciml module, once; each request then
+for a config error). This server imports them (not sciml's own modules) once; each request then
 forks a child that becomes that command: it takes the request's working directory, environment,
 umask and arguments, gets fresh stdin/stdout/stderr (``/dev/null`` and two files), reseeds
 numpy's global generator (Python's ``random`` reseeds itself at a fork; torch's default
@@ -11,9 +11,9 @@ would: its own exit code, its ``atexit`` handlers, an uncaught exception as a tr
 signal as the signal.
 
 Nothing of a command runs before the fork: no torch operation (so no OpenMP thread pool to lose
-in the child), no Hydra initialisation, no threads (checked). Whatever the imports print on
-stderr would show in every command's stderr in a fresh process, so the conftest falls back to
-fresh processes when the preload printed anything (the one-line tests then see it).
+in the child), no Hydra initialisation, no threads (checked). Whatever the imports print would
+show in every command's output in a fresh process, so the conftest falls back to fresh
+processes when the preload printed anything (the one-line tests then see it).
 
 Protocol on two pipes (their descriptors are the arguments): the server writes ``ready``, then
 for each JSON request line (argv, cwd, env, umask, stdout, stderr) one line with the child's
@@ -28,24 +28,23 @@ import sys
 
 
 def preload() -> None:
-    import pkgutil
+    """The third-party libraries, which are where the time goes; sciml's own modules are left to
+    each command, so a missing or order-dependent import of ours fails as it would for a user."""
     import threading
 
+    import h5py  # noqa: F401
     import hydra  # noqa: F401
+    import hydra.compose  # noqa: F401
     import numpy  # noqa: F401
     import omegaconf  # noqa: F401
     import rich.console  # noqa: F401
     import rich.progress  # noqa: F401
     import rich.table  # noqa: F401
-    import torch  # noqa: F401
+    import torch
 
-    import sciml_cli
-
-    for module in pkgutil.walk_packages(sciml_cli.__path__, "sciml_cli."):
-        if module.name != "sciml_cli.__main__":
-            __import__(module.name)
-    if threading.active_count() != 1:
-        raise RuntimeError(f"the preload started threads: {threading.enumerate()}")
+    tasks = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
+    if threading.active_count() != 1 or tasks != 1 or torch.cuda.is_initialized():
+        raise RuntimeError(f"the preload started threads ({tasks} tasks) or CUDA; a fork would lose them")
 
 
 def serve(requests, replies) -> dict:
@@ -68,17 +67,17 @@ def serve(requests, replies) -> dict:
 
 
 def become(request: dict) -> None:
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):  # first: any failure below shows there
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(out, fd)
+        os.close(out)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
     os.umask(request["umask"])
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(out, fd)
-        os.close(out)
     import numpy
 
     numpy.random.seed()
