@@ -91,7 +91,8 @@ class Zygote:
     #: environment variables a command reads as it runs (any other difference could be one a
     #: library read when the server imported it: thread counts, locale, Python's own)
     RUNTIME = {"HYDRA_FULL_ERROR", "COMP_LINE", "COMP_POINT", "TERM", "COLUMNS", "LINES", "NO_COLOR",
-               "FORCE_COLOR", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}
+               "FORCE_COLOR", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+               "PYTEST_CURRENT_TEST", "SQLALCHEMY_SILENCE_UBER_WARNING"}  # the last two: set by pytest, test_sweep
     RUNTIME_PREFIXES = ("SLURM_", "SCIML_")
 
     def __init__(self) -> None:

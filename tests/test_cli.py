@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -120,6 +121,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(sciml, override, key, h
 def test_a_fresh_interpreter_and_the_tests_forked_one_answer_alike(sciml):
     """The CLI tests fork sciml from a preloaded interpreter (conftest.Zygote): the same
     streams and exit code as ``python -m sciml_cli`` started afresh."""
+    import conftest
+
+    zygote = conftest._zygote
+    if os.environ.get("SCIML_TEST_FRESH") != "1":  # the forked path is in use, not silently bypassed
+        assert zygote is not None and zygote.fits({k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+                                                  | {"PYTHONUNBUFFERED": "1"})
+    calls = zygote.calls if zygote else 0
     for args in (["model.width=-3"], ["model.widht=3", "output=json"], ["--cfg", "job", "model.width=8"]):
         forked, fresh = sciml("train", *args), sciml("train", *args, fresh=True)
         assert (forked.returncode, forked.stderr) == (fresh.returncode, fresh.stderr)
@@ -128,6 +136,7 @@ def test_a_fresh_interpreter_and_the_tests_forked_one_answer_alike(sciml):
             assert forked == fresh and forked["exit_code"] == 2
         else:
             assert forked.stdout == fresh.stdout
+    assert zygote is None or zygote.calls == calls + 3
 
 
 @pytest.mark.parametrize("args, line", [
