@@ -79,6 +79,13 @@ TINY_HYBRID = [  # the preset's problem, a tenth of its data, one phase
 ]
 
 
+def sciml_environment(extra: dict | None = None) -> dict[str, str]:
+    """The environment of a test's ``sciml`` call: this process's, unbuffered, without Hydra's
+    full tracebacks (a test asks for them), plus ``extra``."""
+    environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return {**environment, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
 class Zygote:
     """``tests/zygote.py``: a Python with torch, Hydra and the other libraries imported that
     forks one ``python -m sciml_cli`` per call, which saves each call the 1.5 s of those imports.
@@ -110,8 +117,7 @@ class Zygote:
             return False
         requests_r, requests_w = os.pipe()
         self.replies, replies_w = os.pipe()
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.env.pop("HYDRA_FULL_ERROR", None)
+        self.env = sciml_environment()
         preload_out = self.dir / "preload.out"
         with open(preload_out, "w") as out:
             self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py")),
@@ -221,8 +227,7 @@ def run_sciml(*args: str, cwd: Path, check: bool = False, timeout: float = 300, 
               fresh: bool = False):
     """``sciml <args>`` in ``cwd`` as a separate process (forked by :class:`Zygote` unless
     ``fresh``), its output captured as text."""
-    environment = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    environment.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+    environment = sciml_environment(env)
     proc = None
     if not fresh and _zygote is not None and _zygote.fits(environment):
         proc = _zygote.run(list(args), Path(cwd).resolve(), environment, timeout)

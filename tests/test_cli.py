@@ -125,8 +125,7 @@ def test_a_fresh_interpreter_and_the_tests_forked_one_answer_alike(sciml):
 
     zygote = conftest._zygote
     if os.environ.get("SCIML_TEST_FRESH") != "1":  # the forked path is in use, not silently bypassed
-        assert zygote is not None and zygote.fits({k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-                                                  | {"PYTHONUNBUFFERED": "1"})
+        assert zygote is not None and zygote.fits(conftest.sciml_environment())
     calls = zygote.calls if zygote else 0
     for args in (["model.width=-3"], ["model.widht=3", "output=json"], ["--cfg", "job", "model.width=8"]):
         forked, fresh = sciml("train", *args), sciml("train", *args, fresh=True)
