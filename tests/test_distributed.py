@@ -54,10 +54,11 @@ def test_operator_data_split_over_two_processes_resumes_on_one(sciml):
     """The FNO's batch is split by sample (a distributed sampler); a checkpoint of the
     2-process run resumes on 1 process and ends where a 1-process run does."""
     # a constant learning rate: a run stopped at step 20 and one that goes on are the same run
-    fno = [*TINY_FNO, "optim.phases.0.scheduler=null", "trainer.dtype=float64", "trainer.callbacks.progress=null"]
+    fno = [*TINY_FNO, "optim.steps=40", "trainer.val_every=20", "trainer.checkpoint_every=20",
+           "optim.phases.0.scheduler=null", "trainer.dtype=float64", "trainer.callbacks.progress=null"]
     sciml("train", *fno, "optim.steps=20", "trainer.devices=2", check=True)
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-fno")
-    sciml("train", *fno, f"resume={run}", "trainer.devices=1", check=True)  # optim.steps=40 from TINY_FNO
+    sciml("train", *fno, f"resume={run}", "trainer.devices=1", check=True)
     sciml("train", *fno, "paths.outputs=one", "paths.data=outputs/data", check=True)
     one = only_run_dir(sciml.cwd / "one" / "train" / "burgers-fno")
     (m2, s2), (m1, s1) = _final(run), _final(one)

@@ -14,11 +14,9 @@ from sciml_cli.problems.burgers import Burgers
 
 
 def test_fno_burgers_train_eval_resolution_sweep_and_surrogate_solve(sciml):
-    """40 steps on 40 pairs take the tiny FNO from rel-L2 1.0 (untrained) to 0.15 (measured);
-    that does not reach the heat-equation baseline the data store (0.024 here): the preset does,
-    in 2500 steps on 500 pairs (1.5e-3, README). So the learning check here is a fraction of
-    the untrained loss, and the stored baseline and the surrogate's numbers are checked against
-    their definitions instead."""
+    """200 steps on 40 pairs take the tiny FNO from rel-L2 1.0 (untrained) past the
+    heat-equation baseline its data store (0.0086 against 0.024, measured); eval, the stored
+    baseline and the surrogate's numbers are checked against their definitions."""
     proc = sciml("train", *TINY_FNO)
     assert proc.returncode == 0, proc.stderr
     run = only_run_dir(sciml.cwd / "outputs" / "train" / "burgers-fno")
@@ -26,9 +24,10 @@ def test_fno_burgers_train_eval_resolution_sweep_and_surrogate_solve(sciml):
     untrained = first_logged_loss(run)
     # an untrained FNO predicts about the normalised mean, zero for these zero-mean fields
     assert untrained == pytest.approx(1.0, abs=0.1)
-    assert metrics["val/rel_l2"] < 0.25 * untrained  # measured 0.15
     data = sorted(p.name.split("-")[1] for p in (sciml.cwd / "outputs" / "data").glob("*.h5"))
     assert data == ["train", "val"]  # generated on first use and cached; test only at eval
+    (val_file,) = (sciml.cwd / "outputs" / "data").glob("burgers-val-*.h5")
+    assert metrics["val/rel_l2"] < read_solution(val_file).attrs["baseline_heat_rel_l2"]  # 0.0086 < 0.024
 
     proc = sciml("eval", f"run={run}", "resolutions=[64,128,256]")
     assert proc.returncode == 0, proc.stderr
@@ -50,6 +49,7 @@ def test_fno_burgers_train_eval_resolution_sweep_and_surrogate_solve(sciml):
     assert test.fields["a"].shape == (20, 256)
     assert result["baselines"]["heat_equation_rel_l2"] == pytest.approx(baseline, rel=1e-12)
     assert test.attrs["baseline_heat_rel_l2"] == pytest.approx(baseline, rel=1e-12)
+    assert result["metrics"]["rel_l2"] < baseline
     for label in ("best", "median", "worst"):
         assert_figure(run / "plots" / f"eval_best_{label}_sample.png")
     assert_figure(run / "plots" / "eval_best_histogram.png")
@@ -85,7 +85,7 @@ def test_fno_burgers_train_eval_resolution_sweep_and_surrogate_solve(sciml):
     assert surrogate["rel_l2_mean"] == pytest.approx(errors.mean().item(), rel=1e-5)
     assert surrogate["rel_l2_max"] == pytest.approx(errors.max().item(), rel=1e-5)
     assert surrogate["baseline_heat_rel_l2"] == pytest.approx(fresh.attrs["baseline_heat_rel_l2"], rel=1e-12)
-    assert surrogate["rel_l2_mean"] < 0.25 * untrained  # measured 0.13 (heat baseline 0.025)
+    assert surrogate["rel_l2_mean"] < surrogate["baseline_heat_rel_l2"]
     assert "speedup" in proc.stdout
 
 
