@@ -100,7 +100,8 @@ class Zygote:
     #: library read when the server imported it: thread counts, locale, Python's own)
     RUNTIME = {"HYDRA_FULL_ERROR", "COMP_LINE", "COMP_POINT", "TERM", "COLUMNS", "LINES", "NO_COLOR",
                "FORCE_COLOR", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-               "PYTEST_CURRENT_TEST", "SQLALCHEMY_SILENCE_UBER_WARNING"}  # the last two: set by pytest, test_sweep
+               "PYTEST_CURRENT_TEST", "SQLALCHEMY_SILENCE_UBER_WARNING",  # set by pytest, test_sweep
+               "TORCHINDUCTOR_CACHE_DIR"}  # set by torch.compile in a test's own process, read when compiling
     RUNTIME_PREFIXES = ("SLURM_", "SCIML_")
 
     def __init__(self) -> None:

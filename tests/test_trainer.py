@@ -476,16 +476,38 @@ def test_a_resume_that_cannot_work_is_refused_before_the_run_is_touched(sciml, t
     assert sorted(p.name for p in (sciml.cwd / "a").rglob("*")) == ["b", "notes.txt"]
 
 
-def test_resuming_a_finished_run_keeps_its_metrics_whole(sciml, tiny_run):
-    """resume=auto on a run that has nothing left to do reports it finished, and metrics.json
-    keeps every field with the same numbers (losses from the checkpoint, validation redone)."""
+def test_resuming_a_finished_run_changes_nothing_and_one_cut_short_at_its_end_is_finished(sciml, tiny_run):
+    """resume=auto on a run that has nothing left to do says so and prints its metrics; no file of
+    the run changes (no second set of TensorBoard events, no .hydra/ of the resume command). A
+    run killed after its last checkpoint but before its final files is finished by the resume:
+    its validation is redone and gives the same numbers."""
     run = tiny_run
-    before = json.loads((run / "metrics.json").read_text())
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+                if p.is_file() and p.name != ".lock"}  # the lock names the process holding the run
+
+    before = files()
     proc = sciml("train", *TINY, "resume=auto")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("sciml train: finished heat-pinn") and proc.stdout.rstrip().endswith(str(run))
+    assert f"{run} already finished its 40 steps" in proc.stderr and "optim.steps=<more than 40>" in proc.stderr
+    assert files() == before
+    metrics = json.loads(before["metrics.json"])
+    proc = sciml("train", f"resume={run}", "output=json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["metrics"] == {k: v for k, v in metrics.items() if k != "status"}
+    assert files() == before
+
+    info = json.loads(before["run.json"])
+    (run / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    (run / "metrics.json").unlink()
+    proc = sciml("train", *TINY, "resume=auto")
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming" in proc.stderr and "already finished" not in proc.stderr
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
     after = json.loads((run / "metrics.json").read_text())
-    before.pop("wall_time_s"), after.pop("wall_time_s")
-    assert after.keys() == before.keys()
-    for key, value in before.items():
+    metrics.pop("wall_time_s"), after.pop("wall_time_s")
+    assert after.keys() == metrics.keys()
+    for key, value in metrics.items():
         assert after[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), key

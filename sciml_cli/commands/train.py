@@ -67,9 +67,14 @@ def preflight(overrides: list[str], config_name: str = "train") -> list[str] | N
             if config_name != "train":
                 raise ConfigError("resume", "a sweep cannot resume; resume its runs one by one")
             path, state = found or _resume_state(str(cfg.resume), lambda: _auto_base(cfg, choices))
-            devices = _check_resume(cfg, job, path, state)
+            merged = _check_resume(cfg, job, path, state)
+            devices = int(merged.trainer.get("devices", 1))
             if devices > 1 and not any(o.lstrip("+").startswith("trainer.devices=") for o in job):
                 restored.append(f"trainer.devices={devices}")  # the bare `resume=<run>` a stop prints keeps its processes
+            steps = sum(int(phase.steps) for phase in merged.optim.phases)
+            if (state["step"] >= steps and _finished_result(path.resolve().parent.parent) is not None
+                    and not any(o.startswith("hydra.output_subdir=") for o in job)):
+                restored.append("hydra.output_subdir=null")  # nothing to train: Hydra leaves the run's .hydra/ alone
             return restored or None
     return None
 
@@ -184,10 +189,10 @@ def _blamed_key(phase: DictConfig, key: str, message: str) -> str:
     return m.group(1) if m else f"{key}.optimizer.{argument}"
 
 
-def _check_resume(cfg: DictConfig, overrides: list[str], path: Path, state: dict[str, Any]) -> int:
+def _check_resume(cfg: DictConfig, overrides: list[str], path: Path, state: dict[str, Any]) -> DictConfig:
     """The model of the checkpoint's config with this command's overrides takes its weights, its
     finished phases keep their lengths, its devices exist: all before anything is written.
-    Returns the resumed config's ``trainer.devices``."""
+    Returns that resumed config."""
     merged = _resumed_config(state["config"], cfg, overrides)
     config.check(merged)
     _check_finished_phases(merged, OmegaConf.create(state["config"]), state["phase_index"])
@@ -196,7 +201,7 @@ def _check_resume(cfg: DictConfig, overrides: list[str], path: Path, state: dict
     devices = int(merged.trainer.get("devices", 1))
     check_devices(devices, resolve_device(str(merged.trainer.device)))
     _check_weights_fit(merged, state["model"], "resume", f"the weights in {path} do not fit the model with these overrides")
-    return devices
+    return merged
 
 
 def _check_finished_phases(merged: DictConfig, saved: DictConfig, index: int) -> None:
@@ -329,15 +334,22 @@ def _train_run(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str
         resume_state = checkpoint.load(ckpt)
         cfg = _resumed_config(resume_state["config"], cfg, overrides)
         config.check(cfg)
-        if writer:
-            text = OmegaConf.to_yaml(cfg)  # a sweep's summary reads it back: never half-written
-            checkpoint.atomic_write(run_dir / ".hydra" / "config.yaml", lambda tmp: Path(tmp).write_text(text))
-            print(f"resuming {run_dir} from {ckpt} (step {resume_state['step']})", file=sys.stderr)
 
     # before instantiating: Hydra resolves the nodes an interpolation points to in place
     # (trainer.phases -> optim.phases), which would freeze e.g. a phase's ${optim.steps}
     config_yaml = OmegaConf.to_yaml(cfg)
     trainer = config.instantiate(cfg.trainer)
+    if resume_state is not None:
+        step = resume_state["step"]
+        done = _finished_result(run_dir) if step >= trainer.total_steps else None
+        if done is not None:  # validating and saving again would only add TensorBoard events and rewrite files
+            if writer:
+                print(f"sciml: {run_dir} already finished its {step} steps; its metrics stand (to train on: "
+                      f"resume={run_dir} optim.steps=<more than {step}>)", file=sys.stderr)
+            return done
+        if writer:  # a sweep's summary reads the config back: never half-written
+            checkpoint.atomic_write(run_dir / ".hydra" / "config.yaml", lambda tmp: Path(tmp).write_text(config_yaml))
+            print(f"resuming {run_dir} from {ckpt} (step {step})", file=sys.stderr)
     trainer.seed_everything()
     problem = config.instantiate(cfg.problem)
     model = config.instantiate(cfg.model, problem=problem)
@@ -417,8 +429,6 @@ def _continue_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """A sweep job whose directory already holds its run (a requeued or relaunched job: its
     directory is a function of the sweep directory and the job number): resume that run, or,
     if it finished, return its metrics without training again. ``None``: train."""
-    import json
-
     last = run_dir / "checkpoints" / "last.pt"
     if cfg.resume is not None or not last.is_file():
         return None
@@ -438,16 +448,26 @@ def _continue_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         if mine != theirs:
             raise ConfigError("hydra.sweep.dir", f"{run_dir} holds a run of other {section} settings; "
                                                  "use a new sweep directory")
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    metrics = run_dir / "metrics.json"
-    if info.get("status") == "finished" and metrics.is_file():
-        result = json.loads(metrics.read_text())
-        if result.get("status") == "finished":
-            print(f"sciml: job in {run_dir} already finished; its metrics stand", file=sys.stderr)
-            return result
+    result = _finished_result(run_dir)
+    if result is not None:
+        print(f"sciml: job in {run_dir} already finished; its metrics stand", file=sys.stderr)
+        return result
     with open_dict(cfg):
         cfg.resume = str(run_dir)
     return None
+
+
+def _finished_result(run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a run that wrote all its final files (``run.json`` and ``metrics.json``
+    say finished), else ``None``: a run killed while writing them is finished by training again."""
+    import json
+
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+        result = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return result if info.get("status") == result.get("status") == "finished" else None
 
 
 def _terminate_with_parent() -> None:
