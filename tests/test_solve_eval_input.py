@@ -82,11 +82,11 @@ def test_solve_grid_its_solver_refuses_writes_nothing(sciml, args, message):
 
 
 def test_solve_error_found_while_solving_leaves_no_run_directory(sciml):
-    """A solver that diverges is found only by solving: the run directory Hydra made (its config
-    and log, nothing else) goes, and no run is named."""
+    """A solver that diverges is found only by solving: the error names the problem's key, the
+    run directory Hydra made (its config and log, nothing else) goes, and no run is named."""
     line = _refused(sciml, "solve", "problem=navier_stokes", "problem.dt=0.5", "problem.fine_resolution=32",
                     "problem.resolution=16", "problem.t_end=20", "progress=null")
-    assert line.startswith("sciml: config error: dt: the solution became non-finite"), line
+    assert line.startswith("sciml: config error: problem.dt: the solution became non-finite"), line
     assert not (sciml.cwd / "outputs" / "solve").exists()
 
 

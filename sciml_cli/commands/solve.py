@@ -265,7 +265,10 @@ def _solve(cfg: DictConfig, out: Path, name: str) -> None:
     problem = config.instantiate(cfg.problem).to(device, DTYPES[cfg.dtype])
     try:
         solution = problem.solve(resolution=cfg.resolution, n_samples=cfg.n_samples, seed=cfg.seed)
-    except ValueError as err:  # solvers state which argument they refuse
+    except ValueError as err:  # solvers state which argument they refuse: a problem's own is problem.<key>
+        key, _, message = str(err).partition(": ")
+        if message and key in cfg.problem:
+            raise ConfigError(f"problem.{key}", message) from None
         raise ConfigError("", str(err)) from None
     if device.type == "cuda":
         torch.cuda.synchronize()
