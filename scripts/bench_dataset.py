@@ -2,7 +2,7 @@
 file against training on our own generated data.
 
     .venv/bin/python scripts/bench_dataset.py memory [--gib 1.0] [--dir DIR] [--json out.json]
-    .venv/bin/python scripts/bench_dataset.py accuracy [--preset quick|full] [--keep DIR] [--json out.json]
+    .venv/bin/python scripts/bench_dataset.py accuracy [--preset quick|full] [--seed S] [--keep DIR] [--json out.json]
 
 ``memory`` writes an FNO-layout Burgers-shaped MATLAB v7.3 file (``a``, ``u``: N samples at
 s = 8192, float64, stored column-major as MATLAB does) of about ``--gib`` GiB, then, in a fresh
@@ -179,8 +179,9 @@ def accuracy(args) -> dict:
                  "format=mat", "progress=null", "output=json"]
         made = json.loads(_sciml(*solve, cwd=work))
         mat = next(f for f in made["files"] if f.endswith(".mat"))
-        ours = _train_and_eval(work, own, [])
-        theirs = _train_and_eval(work, file_preset, [f"problem.path={mat}"])
+        seed = [f"trainer.seed={args.seed}"] if args.seed is not None else []
+        ours = _train_and_eval(work, own, seed)
+        theirs = _train_and_eval(work, file_preset, [f"problem.path={mat}", *seed])
         scores = cross({"own data": ours["run_dir"], "file": theirs["run_dir"]}, work)
     ratio = theirs["test_rel_l2"] / ours["test_rel_l2"]
     return {"file": "sciml " + " ".join(solve[:-2]), "own_data": ours, "file_data": theirs,
@@ -200,6 +201,7 @@ def main() -> None:
     a = sub.add_parser("accuracy")
     a.add_argument("--preset", choices=sorted(ACCURACY), default="quick")
     a.add_argument("--keep", type=Path, help="work in this directory and keep runs and files")
+    a.add_argument("--seed", type=int, help="trainer.seed of both runs (default: the presets', 0); the file is the same")
     c = sub.add_parser("cross", help="score two finished runs (own data, file) on both test sets")
     c.add_argument("own_run", type=Path)
     c.add_argument("file_run", type=Path)
