@@ -161,8 +161,15 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def overwrite_json(path: Path, data: dict[str, Any]) -> None:
     """Rewrite ``path`` in place, for when a full disk has no room for :func:`write_json`'s
-    second copy: a small file's blocks are reused. Not atomic; used only then."""
+    second copy: a small file's blocks are reused. Not atomic; used only then, and only when the
+    new text fits in the old file's bytes (a longer one could stop half-written: the old file
+    stays). Raises ``OSError`` when it does not fit."""
     text = json.dumps(data, indent=2, default=str).encode() + b"\n"
+    size = Path(path).stat().st_size
+    if len(text) > size:
+        text = json.dumps(data, separators=(",", ":"), default=str).encode() + b"\n"
+    if len(text) > size:
+        raise OSError(f"{path}: the new text ({len(text)} bytes) does not fit in the old ({size})")
     with open(path, "r+b") as f:
         f.write(text)
         f.truncate()

@@ -330,6 +330,12 @@ def test_sweep_ranking_follows_the_metric_direction(tmp_path):
     (tmp_path / "3").mkdir()
     (tmp_path / "3" / "metrics.json").write_text(json.dumps({"status": "failed", "error": "NaN"}))
     assert [r["job"] for r in summarise(tmp_path)] == [1, 2, 0, 3]
+    # a job killed while its files were written (a full disk): no result, and the summary goes on
+    (tmp_path / "4" / ".hydra").mkdir(parents=True)
+    (tmp_path / "4" / "metrics.json").write_text('{"status": "fini')
+    (tmp_path / "4" / ".hydra" / "overrides.yaml").write_text("- model.width=[8")
+    rows = summarise(tmp_path)
+    assert [r["job"] for r in rows] == [1, 2, 0, 3, 4] and rows[-1]["status"] == "no result"
 
 
 def test_sweep_checks_every_job_before_running_any(sciml):

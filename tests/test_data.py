@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import multiprocessing as mp
+import os
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from sciml_cli.data.cache import (
     cached_solution,
     dataset_key,
     dataset_path,
+    file_lock,
     load_dataset,
 )
 from sciml_cli.data.hdf5 import verify_file, write_solution
@@ -322,3 +324,16 @@ def test_fno_arrays_must_agree_on_samples(tmp_path):
     write_v73(tmp_path / "bad.mat", {"a": a, "u": u[:10]})
     with warnings.catch_warnings(), pytest.raises(SciMLError, match="disagree"):
         FNOMatDataset(tmp_path / "bad.mat")
+
+
+def test_a_data_directory_lock_file_takes_the_umask_like_the_data(tmp_path):
+    """A group-shared data directory (umask 002) stays usable by the group: the lock file is
+    group-writable, as the datasets are."""
+    old = os.umask(0o002)
+    try:
+        with file_lock(tmp_path / "data" / ".lock"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "data" / ".lock").stat().st_mode & 0o777 == 0o664
+

@@ -21,6 +21,7 @@ import pytest
 import torch
 from conftest import SCIML, TINY, TINY_FNO, only_run_dir, run_sciml
 
+from sciml_cli import rundir
 from sciml_cli.training import checkpoint
 
 LONG = "x" * 3000
@@ -87,8 +88,11 @@ def test_a_sweep_checks_every_job_s_device_before_the_first_runs(sciml):
 
 def test_a_run_killed_between_its_last_checkpoint_and_metrics_json_is_completed_by_resume(sciml, tiny_run):
     """The final checkpoint is written, then the process dies before metrics.json: resume
-    rebuilds metrics.json whole (every field, the same numbers) from the checkpoint."""
+    rebuilds metrics.json whole (every field, the same numbers) from the checkpoint, and removes
+    the temporary copy of a checkpoint that a kill during a save leaves."""
     run = tiny_run
+    stale = run / "checkpoints" / ".last.pt.k1ll3d.tmp"
+    stale.write_bytes((run / "checkpoints" / "last.pt").read_bytes()[:1000])
     before = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").unlink()
     info = json.loads((run / "run.json").read_text())
@@ -101,6 +105,23 @@ def test_a_run_killed_between_its_last_checkpoint_and_metrics_json_is_completed_
     for k, v in before.items():
         assert after[k] == (pytest.approx(v, rel=1e-12) if isinstance(v, float) else v), k
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert not stale.exists()
+
+
+def test_run_json_is_rewritten_in_place_only_when_the_new_text_fits(tmp_path):
+    """With no room for a second copy, run.json is overwritten in place; a text longer than the
+    file could stop half-written, so it is made compact, or refused with the old file kept."""
+    path = tmp_path / "run.json"
+    info = {"status": "running", "git": {"commit": "0" * 40, "dirty": False}, "seed": 0}
+    rundir.write_json(path, info)
+    before = path.read_bytes()
+    with pytest.raises(OSError, match="does not fit"):
+        rundir.overwrite_json(path, {**info, "status": "failed", "error": "x" * len(before)})
+    assert path.read_bytes() == before
+    failed = {**info, "status": "failed", "error": "disk full"}
+    assert len(json.dumps(failed, indent=2)) > len(before)  # fits only without the indentation
+    rundir.overwrite_json(path, failed)
+    assert json.loads(path.read_text()) == failed
 
 
 @pytest.fixture

@@ -20,16 +20,23 @@ from .train import preflight as train_preflight
 from .train import task
 
 
+def _read(path: Path, load: Any) -> Any:
+    """``load(path)``, or ``None`` for a file that is missing or does not parse."""
+    try:
+        return load(path)
+    except Exception:  # OSError, a JSON or YAML parser's error: the file cannot be used either way
+        return None
+
+
 def summarise(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job directory of ``sweep_dir``, best validation metric first (in the
     problem's direction), failures last."""
     rows = []
     for job in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()),
                       key=lambda p: int(p.name)):
-        overrides_file = job / ".hydra" / "overrides.yaml"
-        overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
-        metrics_file = job / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {"status": "no result"}
+        # a job killed while Hydra or the job wrote these (a full disk) leaves them damaged: no result, not a crash
+        overrides = _read(job / ".hydra" / "overrides.yaml", OmegaConf.load) or []
+        metrics = _read(job / "metrics.json", lambda p: json.loads(p.read_text())) or {"status": "no result"}
         name = metrics.get("val_metric", "rel_l2")
         value = metrics.get(f"val/{name}")
         rows.append({
@@ -130,9 +137,9 @@ def write_results(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
     best = Path(finished[0]["dir"])
     job = best / ".hydra" / "config.yaml"
     hydra_cfg = best / ".hydra" / "hydra.yaml"
-    if job.is_file() and hydra_cfg.is_file():
-        cfg = OmegaConf.load(job)
-        choices = OmegaConf.load(hydra_cfg).hydra.runtime.choices
+    cfg, hydra_job = _read(job, OmegaConf.load), _read(hydra_cfg, OmegaConf.load)
+    choices = OmegaConf.select(hydra_job, "hydra.runtime.choices") if hydra_job is not None else None
+    if isinstance(cfg, DictConfig) and choices is not None:
         runnable = OmegaConf.merge(OmegaConf.load(config.config_dir() / "train.yaml"), {"defaults": ["_self_"]}, cfg)
         # run like `sciml train`: its logging, and a run directory named after the job's problem and model
         runnable.hydra.run.dir = f"${{sciml_run_dir:${{paths.outputs}}/train/{choices.problem}-{choices.model},${{resume}}}}"

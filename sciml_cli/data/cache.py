@@ -116,7 +116,7 @@ def dataset_path(name: str, config: Mapping[str, Any], data_dir: Path = DEFAULT_
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides, as for the data: a shared directory stays shared
     locked = False
     try:
         if fcntl is None:

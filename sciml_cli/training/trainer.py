@@ -265,6 +265,9 @@ class Trainer:
             model.compile()  # compiles __call__ in place: state_dict keys stay the same
         self.run_dir, self.config_yaml, self.choices = Path(run_dir), config_yaml, dict(choices or {})
         self.ckpt_dir = self.run_dir / "checkpoints"
+        if self.rank == 0:  # a checkpoint's temporary copy left by a killed process (the command holds the run)
+            for stale in self.ckpt_dir.glob(".*.pt.*.tmp"):
+                stale.unlink(missing_ok=True)
         self.val_metric = problem.val_metric
         if resume is None:
             self.best = problem.worst
