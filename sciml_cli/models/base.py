@@ -15,7 +15,8 @@ outside the method knows its call convention:
   also gets :meth:`Model.least_squares`, the loss as a sum of squared residuals,
   from the models that offer it (:attr:`Model.least_squares_unmet` is ``None``);
 - ``sciml eval`` calls :meth:`Model.evaluate` and :meth:`Model.figures`, after checking
-  ``resolution=`` against :meth:`Model.evaluation_grid` (a model built for one grid);
+  ``resolution=`` against :meth:`Model.evaluation_grid` (a model built for one grid); ``sciml
+  train`` also draws :meth:`Model.figures` of its last validation;
 - ``sciml solve ckpt=`` calls :meth:`Model.surrogate` to predict what the reference solver
   computed on fresh instances.
 
@@ -137,7 +138,8 @@ class Model(nn.Module):
 
     def figures(self, problem: Problem, evaluation: Evaluation, title: str) -> dict[str, Any]:
         """Matplotlib figures of an evaluation, by name (``sciml eval`` writes each as
-        ``plots/eval_<checkpoint>[_<name>].png``; the empty name is the main figure). Default:
+        ``plots/eval_<checkpoint>[_<name>].png``, ``sciml train`` those of its last validation as
+        ``plots/prediction[_<name>].png``; the empty name is the main figure). Default:
         reference, prediction and error side by side."""
         from .. import plotting
 
@@ -155,7 +157,3 @@ class Model(nn.Module):
     def surrogate_resolution(self, problem: Problem) -> int | None:
         """The resolution at which to run the reference solver for :meth:`surrogate`."""
         return getattr(problem, "resolution", None)
-
-    def extra_state(self) -> dict[str, Any]:
-        """Plain values evaluation needs besides the weights (e.g. normalisation statistics)."""
-        return {}

@@ -406,7 +406,3 @@ class FNO(Model):
 
     def surrogate_resolution(self, problem: OperatorData) -> int | None:
         return self.resolution or problem.resolution
-
-    def extra_state(self) -> dict[str, Any]:
-        # the normalisation statistics are buffers and already in the state_dict
-        return {}

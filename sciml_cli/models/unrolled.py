@@ -126,7 +126,7 @@ class Unrolled(Model):
         details = {"split": split, "learned": self.learned(),
                    "images": {name: s.name for name, s in sets.items()},
                    "psnr_per_image": [round(v, 3) for v in per_image.tolist()]}
-        grid = problem.operator().grid.to(ellipses.images)
+        grid = problem.image_grid().to(ellipses.images)
         return Evaluation(metrics, recons["ellipses"], ellipses.images, {"x": grid, "y": grid.clone()},
                           per_sample=_rel_l2(recons["ellipses"], ellipses.images), details=details)
 

@@ -3,7 +3,7 @@
 A problem class inherits :class:`Problem` and every view it can offer (the view classes below).
 Whether an *instance* offers a view may depend on its config: :meth:`Problem.views` returns the
 views of this instance (by default every view class it inherits; ``Burgers`` offers the physics
-residual with ``setup=raissi`` and operator data with ``setup=fno``). A model lists the views it
+residual with ``setup=raissi``, and operator data and a differentiable solver with ``setup=fno``). A model lists the views it
 requires (``Model.requires``, all of them needed); the check runs on the built problem before any
 data is generated, and the problems that would fit are found by trying the configs, never from a
 table. Adding a view to a problem makes every model that asks for it work there.
@@ -67,8 +67,9 @@ class Evaluation:
     per coordinate, in the grid's order); leading axes, if any, are samples and channels.
     With one coordinate a trailing axis may hold the components of a state (``[T, S]`` for a
     trajectory of ``S`` states). ``metrics`` holds plain floats; ``details`` plain values beyond
-    them that ``sciml eval`` records and prints (e.g. a recovered equation); ``per_sample`` the relative L2 error of each test sample
-    when there are several; ``per_step``, for outputs that are consecutive snapshots, the mean
+    them that ``sciml eval`` records and prints (e.g. a recovered equation); ``per_sample`` the
+    relative L2 error of each test sample when there are several (of a rollout: the mean over its
+    snapshots of each snapshot's); ``per_step``, for outputs that are consecutive snapshots, the mean
     over samples of each snapshot's relative L2 error (how the error grows along a rollout).
     """
 
@@ -154,6 +155,8 @@ class Problem(ABC):
         Nothing to check by default."""
 
     def metrics(self, prediction: Tensor, reference: Tensor) -> dict[str, float]:
+        """Scores of a prediction against the reference as plain floats, :attr:`val_metric`
+        among them (relative L2, max error and RMSE by default; ``ct`` adds PSNR and SSIM)."""
         return error_metrics(prediction, reference)
 
     def baselines(self) -> dict[str, float]:
@@ -405,12 +408,15 @@ class OperatorData(ABC):
 
     Fields are channel-first, ``[N, C, *S]`` for ``d = len(S)`` spatial dimensions, on a uniform
     grid. The splits are drawn with the disjoint seeds of :data:`SPLIT_SEEDS`; a problem may
-    cache them. Problems offering this view set ``in_channels``, ``out_channels`` and ``n_dims``.
+    cache them. Problems offering this view set ``in_channels``, ``out_channels``, ``n_dims`` and
+    ``resolution``.
     """
 
     in_channels: int
     out_channels: int
     n_dims: int
+    #: the default grid points per spatial axis (``resolution=None`` of :meth:`operator_pairs`)
+    resolution: int
     #: channels of one snapshot when ``a`` and ``u`` are consecutive snapshots of the same fields
     #: (``a`` the first ``C_in / step_channels`` records, ``u`` the following ones), so that a
     #: model may predict ``u`` autoregressively; ``None`` when they are not
@@ -525,6 +531,16 @@ class Trajectories(ABC):
 
 
 @dataclass
+class Reconstruction:
+    """A classical reconstruction of an image set: the images, seconds per image, and the
+    parameters it was run with (e.g. the validation-chosen lambda)."""
+
+    images: Tensor
+    seconds: float
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class ImageSet:
     """Fixed images of an inverse problem with their measurements, for validation or testing."""
 
@@ -535,16 +551,23 @@ class ImageSet:
 
 
 class InverseProblem(ABC):
-    """View for learned reconstruction (learned gradient descent, learned primal-dual): recover
-    an image ``a`` from a measurement ``b = F(a)`` plus noise by iterating on the variational
-    objective ``D(a, b) + lambda R(a)``.
+    """View for learned reconstruction (learned gradient descent, learned primal-dual, TV with
+    learned weights): recover an image ``a`` (``size x size`` pixels) from a measurement
+    ``b = F(a)`` plus noise by iterating on the variational objective ``D(a, b) + lambda R(a)``.
 
-    The problem supplies the forward operator and its adjoint, the data-fidelity term ``D`` and
-    its gradient (of the noise model's negative log-likelihood), a regulariser ``R`` and its
-    gradient, an initial reconstruction, training pairs drawn on the fly as a pure function of a
-    seed and the step (so a resumed run sees the same pairs), fixed validation and test images,
-    and the classical reconstructions a learned one has to beat (:meth:`classical`).
+    The problem supplies the forward operator and its adjoint, the gradients of the data-fidelity
+    term ``D`` (the noise model's negative log-likelihood) and of a regulariser ``R``, a default
+    ``lambda`` (:attr:`reg_weight`) and a safe step for it (:meth:`step_size`), an initial
+    reconstruction, training pairs drawn on the fly as a pure function of a seed and the step (so
+    a resumed run sees the same pairs), fixed validation and test images on a pixel grid
+    (:meth:`image_grid`), and the classical reconstructions a learned one has to beat
+    (:meth:`classical`).
     """
+
+    #: image side in pixels
+    size: int
+    #: the objective's default regularisation weight ``lambda``
+    reg_weight: float
 
     @abstractmethod
     def forward(self, image: Tensor) -> Tensor:
@@ -561,6 +584,15 @@ class InverseProblem(ABC):
     @abstractmethod
     def regulariser_gradient(self, image: Tensor) -> Tensor:
         """``grad R(a)``, shaped like ``image``."""
+
+    @abstractmethod
+    def step_size(self, size: int | None = None, reg_weight: float | None = None) -> float:
+        """A gradient-descent step on ``D + lambda R`` (``lambda`` default :attr:`reg_weight`)
+        under which the objective decreases: ``1 / L`` of its gradient's Lipschitz constant."""
+
+    @abstractmethod
+    def image_grid(self) -> Tensor:
+        """Pixel-centre coordinates along one image axis, ``[size]``."""
 
     @abstractmethod
     def initial(self, data: Tensor) -> Tensor:
@@ -582,7 +614,7 @@ class InverseProblem(ABC):
         the test split and the standard phantom), by key; cached."""
 
     @abstractmethod
-    def classical(self, image_set: ImageSet) -> dict[str, Tensor]:
+    def classical(self, image_set: ImageSet) -> dict[str, Reconstruction]:
         """Classical reconstructions of ``image_set`` by method name, their parameters chosen
         on the validation split (never on a test image)."""
 

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -55,7 +54,7 @@ from ..constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from ..numerics.image_metrics import psnr, ssim
 from ..numerics.metrics import error_metrics
 from ..numerics.radon import Filter, RadonTransform
-from .base import ImageSet, InverseProblem, Problem, Solution
+from .base import ImageSet, InverseProblem, Problem, Reconstruction, Solution
 
 Regulariser = Literal["tikhonov", "gradient", "tv"]
 
@@ -203,15 +202,6 @@ def image_gradient_adjoint(field: Tensor) -> Tensor:
 _GRAD_NORM2 = 8.0
 
 
-@dataclass
-class Reconstruction:
-    """A classical reconstruction of an image set: the images, seconds per image, parameters."""
-
-    images: Tensor
-    seconds: float
-    params: dict[str, float] = field(default_factory=dict)
-
-
 #: lambda grids searched on the validation images (scaled by the data term's size: see
 #: :meth:`Ct.classical`)
 _TUNE_GRID = {"tikhonov": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
@@ -305,6 +295,9 @@ class Ct(Problem, InverseProblem):
         self._tuned: dict[tuple, dict[str, float]] = {}
 
     # -- geometry and forward model --------------------------------------------------------------
+    def image_grid(self) -> Tensor:
+        return self.operator().grid
+
     def operator(self, size: int | None = None) -> RadonTransform:
         """The Radon transform for ``size x size`` images (default ``self.size``), built once."""
         size = int(size or self.size)
