@@ -3,10 +3,11 @@
 A problem class inherits :class:`Problem` and every view it can offer (the view classes below).
 Whether an *instance* offers a view may depend on its config: :meth:`Problem.views` returns the
 views of this instance (by default every view class it inherits; ``Burgers`` offers the physics
-residual with ``setup=raissi``, and operator data and a differentiable solver with ``setup=fno``). A model lists the views it
-requires (``Model.requires``, all of them needed); the check runs on the built problem before any
-data is generated, and the problems that would fit are found by trying the configs, never from a
-table. Adding a view to a problem makes every model that asks for it work there.
+residual with ``setup=raissi``, and operator data and a differentiable solver with
+``setup=fno``). A model lists the views it requires (``Model.requires``, all of them needed);
+the check runs on the built problem before any data is generated, and the problems that would
+fit are found by trying the configs, never from a table. Adding a view to a problem makes every
+model that asks for it work there.
 
 Views so far: :class:`PhysicsResidual` (PINN), :class:`EnergyFunctional` (Deep Ritz),
 :class:`OperatorData` (FNO), :class:`Trajectories` (neural ODE, UDE) and :class:`InverseProblem`
