@@ -161,13 +161,23 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def overwrite_json(path: Path, data: dict[str, Any]) -> None:
     """Rewrite ``path`` in place, for when a full disk has no room for :func:`write_json`'s
-    second copy: a small file's blocks are reused. Not atomic; used only then, and only when the
-    new text fits in the old file's bytes (a longer one could stop half-written: the old file
-    stays). Raises ``OSError`` when it does not fit."""
-    text = json.dumps(data, indent=2, default=str).encode() + b"\n"
+    second copy: a small file's blocks are reused. Not atomic; used only then, and only within
+    the old file's bytes (a longer text could stop half-written): the text is made compact, and
+    an ``error`` value cut short, to fit. Raises ``OSError`` when it still does not fit."""
+    def compact(d: dict[str, Any]) -> bytes:
+        return json.dumps(d, separators=(",", ":"), default=str).encode() + b"\n"
+
     size = Path(path).stat().st_size
+    text = json.dumps(data, indent=2, default=str).encode() + b"\n"
     if len(text) > size:
-        text = json.dumps(data, separators=(",", ":"), default=str).encode() + b"\n"
+        text = compact(data)
+    error = str(data.get("error", ""))
+    if len(text) > size and error:  # the longest start of the message that fits (escapes vary in length)
+        keep, too_many = 0, len(error)
+        while too_many - keep > 1:
+            mid = (keep + too_many) // 2
+            keep, too_many = (mid, too_many) if len(compact({**data, "error": error[:mid] + "..."})) <= size else (keep, mid)
+        text = compact({**data, "error": error[:keep] + "..."})
     if len(text) > size:
         raise OSError(f"{path}: the new text ({len(text)} bytes) does not fit in the old ({size})")
     with open(path, "r+b") as f:

@@ -110,18 +110,24 @@ def test_a_run_killed_between_its_last_checkpoint_and_metrics_json_is_completed_
 
 def test_run_json_is_rewritten_in_place_only_when_the_new_text_fits(tmp_path):
     """With no room for a second copy, run.json is overwritten in place; a text longer than the
-    file could stop half-written, so it is made compact, or refused with the old file kept."""
+    file could stop half-written, so it is made compact and its error message cut short to fit,
+    or refused with the old file kept."""
     path = tmp_path / "run.json"
     info = {"status": "running", "git": {"commit": "0" * 40, "dirty": False}, "seed": 0}
     rundir.write_json(path, info)
     before = path.read_bytes()
-    with pytest.raises(OSError, match="does not fit"):
-        rundir.overwrite_json(path, {**info, "status": "failed", "error": "x" * len(before)})
-    assert path.read_bytes() == before
     failed = {**info, "status": "failed", "error": "disk full"}
     assert len(json.dumps(failed, indent=2)) > len(before)  # fits only without the indentation
     rundir.overwrite_json(path, failed)
     assert json.loads(path.read_text()) == failed
+    rundir.write_json(path, info)
+    rundir.overwrite_json(path, {**info, "status": "failed", "error": "é\"" * len(before)})
+    assert len(path.read_bytes()) <= len(before)
+    cut = json.loads(path.read_text())
+    assert cut["status"] == "failed" and cut["error"].startswith("é\"é") and cut["error"].endswith("...")
+    with pytest.raises(OSError, match="does not fit"):
+        rundir.overwrite_json(path, {**info, "status": "failed", "notes": "x" * len(before)})
+    assert json.loads(path.read_text()) == cut
 
 
 @pytest.fixture

@@ -126,14 +126,18 @@ def test_tv_learned_at_its_start_is_gradient_descent_and_learning_its_steps_help
         assert torch.allclose(model.reconstruct(p, data), p.reconstruct(data, 20, initial=p.initial(data)),
                               rtol=0, atol=1e-14)
     opt = torch.optim.Adam(model.parameters(), lr=5e-2)
-    before = model.loss(p, model.batch(p, 0, 0))["mse"].item()
+    before = model.evaluate(p, split="val").metrics["psnr"]
     for step in range(15):
         loss = model.loss(p, model.batch(p, step, 0))["mse"]
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert model.loss(p, model.batch(p, 0, 0))["mse"].item() < 0.8 * before
-    assert model.learned()["reg_weight"] != pytest.approx(p.reg_weight)
+    # on the held-out validation images: 30.8 dB (20 plain steps) to 32.4, past the tuned
+    # Tikhonov reconstruction (31.8; FBP 28.2), lambda learned from 1e-3 to 2.1e-3 (measured)
+    val = p.image_sets("val")["ellipses"]
+    tikhonov = psnr(p.classical(val)["tikhonov"].images, val.images).mean().item()
+    assert before < tikhonov < model.evaluate(p, split="val").metrics["psnr"]
+    assert model.learned()["reg_weight"] > 1.5 * p.reg_weight
 
 
 def test_accelerated_tv_learned_at_its_start_is_nesterov_and_beats_gradient_descent():
@@ -225,17 +229,20 @@ def test_bad_ct_settings_are_one_line_errors(sciml, override, key):
 
 def test_lgd_and_lpd_learn_from_photon_counts_too():
     """On transmission data the schemes see the Poisson likelihood's gradient (LGD) or the log
-    data (LPD). Sixty Adam steps on fresh phantoms raise the PSNR on the held-out validation
-    images: LGD's above the tuned Tikhonov reconstruction's (it starts below), LPD's by 3 dB."""
+    data (LPD). Adam on fresh phantoms raises the PSNR on the held-out validation images above a
+    classical reconstruction's: LGD's (60 steps) above the tuned Tikhonov's, from below; LPD's,
+    which starts from zero (10 dB), above FBP's (300 steps: 29.7 dB against 28.1, measured)."""
     p = small(forward_model="transmission")
     val = p.image_sets("val")["ellipses"]
-    tikhonov = psnr(p.classical(val)["tikhonov"].images, val.images).mean().item()
-    for make_model in (lambda: LGD(p, width=8), lambda: LPD(p, iterations=3, width=8)):
+    classical = p.classical(val)
+    tikhonov, fbp = (psnr(classical[k].images, val.images).mean().item() for k in ("tikhonov", "fbp"))
+    for make_model, steps, lr in ((lambda: LGD(p, width=8), 60, 1e-3),
+                                  (lambda: LPD(p, iterations=3, width=8), 300, 3e-3)):
         torch.manual_seed(0)  # the weights, whatever ran before
         model = make_model().double()
         before = model.evaluate(p, split="val").metrics["psnr"]
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        for step in range(60):
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        for step in range(steps):
             loss = model.loss(p, model.batch(p, step, seed=0))["mse"]
             opt.zero_grad()
             loss.backward()
@@ -244,4 +251,4 @@ def test_lgd_and_lpd_learn_from_photon_counts_too():
         if isinstance(model, LGD):
             assert before < tikhonov < after, (before, tikhonov, after)
         else:
-            assert after > before + 3, (before, after)
+            assert before < fbp < after, (before, fbp, after)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from sciml_cli.numerics.spectral import dealias_mask_2d
 from sciml_cli.problems.navier_stokes import NavierStokes
 
 F64 = {"dtype": torch.float64, "device": "cpu"}
@@ -201,3 +202,44 @@ def test_invalid_arguments_name_the_key(overrides, key):
 def test_solve_refuses_a_resolution_that_does_not_divide_the_fine_grid():
     with pytest.raises(ValueError, match="^resolution:"):
         _problem().solve(resolution=12)
+
+
+@pytest.mark.parametrize("scheme", ["cn_heun", "cn_euler"])
+def test_an_extra_forcing_enters_the_step_as_the_problem_s_own(scheme):
+    """``forcing=`` (a learned source, ``model.correct=forcing``) is added to f inside the step:
+    Li et al.'s forcing passed that way to an unforced problem gives the forced problem's step."""
+    forced, unforced = (NavierStokes(forcing_amplitude=a, scheme=scheme) for a in (0.1, 0.0))
+    w = forced.initial_vorticity(3, 32, torch.Generator().manual_seed(0)).to(**F64)
+    f = forced.forcing(32, **F64)
+    torch.testing.assert_close(unforced.step(w, 0.05, forcing=f.expand_as(w)), forced.step(w, 0.05),
+                               rtol=0, atol=1e-14)
+    assert (forced.step(w, 0.05) - unforced.step(w, 0.05)).abs().max() > 1e-3  # the forcing matters
+
+
+def test_dealiased_advection_keeps_the_exact_product_s_modes_up_to_the_cut():
+    """Vorticity made of modes up to just below n / 3 (15 of 48): the 2/3 rule keeps exactly the
+    modes of u . grad w that no aliased product reaches, so they equal the modes of the product
+    on a grid 3x finer, where nothing aliases; the others are zero. Low-mode tests cannot see
+    aliasing; this one would."""
+    n, fine = 48, 144
+    g = torch.Generator().manual_seed(0)
+    modes = [(15, 3), (-14, 15), (2, -15), (9, 11), (1, 0), (0, 13)]
+    amplitudes = torch.randn(len(modes), 2, generator=g, **F64)
+
+    def vorticity(m: int) -> torch.Tensor:
+        x, y = _grid(m)
+        phase = [2 * math.pi * (kx * x + ky * y) for kx, ky in modes]
+        return sum(a * torch.cos(p) + b * torch.sin(p) for (a, b), p in zip(amplitudes, phase))[None]
+
+    p = _problem()
+    coarse = torch.fft.rfft2(p.advection(vorticity(n))[0]) / n**2
+    exact = torch.fft.rfft2(p.advection(vorticity(fine))[0]) / fine**2
+    significant = 1e-3 * exact.abs().max()
+    # a product with modes beyond the cut (31 here), of which the coarse grid keeps 17
+    assert (exact.abs() > significant).sum() > (coarse.abs() > significant).sum() > 10
+    rows = torch.fft.fftfreq(n, d=1.0 / n).long() % fine
+    kept = dealias_mask_2d(n)
+    on_coarse_modes = exact[rows][:, : n // 2 + 1]
+    assert coarse[~kept].abs().max() < 1e-15
+    torch.testing.assert_close(coarse[kept], on_coarse_modes[kept], rtol=0, atol=1e-12 * exact.abs().max().item())
+

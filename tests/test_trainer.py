@@ -15,6 +15,7 @@ from conftest import (
     PHASED,
     TINY,
     SignalAt,
+    assert_figure,
     build,
     fit,
     log_holds,
@@ -252,7 +253,7 @@ def test_a_stop_signal_after_the_last_step_waits_for_the_runs_last_files(tmp_pat
     assert json.loads(out)["status"] == "finished"
     assert json.loads((run / "metrics.json").read_text())["step"] == 40
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
-    assert (run / "plots" / "loss.png").stat().st_size > 0
+    assert_figure(run / "plots" / "loss.png")
 
 
 def test_a_stop_signal_before_the_first_step_ends_with_one_line_and_a_result(tmp_path):
