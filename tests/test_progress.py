@@ -14,7 +14,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, generated_problems
+from conftest import ROOT, TINY_FNO, generated_problems, run_sciml
 from rich.console import Console
 
 from sciml_cli import config, progress
@@ -151,12 +151,12 @@ def test_solver_loops_and_dataset_generation_report_their_steps(terminal, tmp_pa
 
 
 # -- the command line, as a real subprocess ------------------------------------------------------
-def _solve(tmp_path, *args: str, tty: bool, env: dict | None = None) -> tuple[int, str, str]:
-    """``sciml solve`` (bars due at once) with stderr on a pseudo-terminal or a pipe; returns the
-    exit code, stdout and stderr."""
+def _solve(tmp_path, *args: str, tty: bool, env: dict | None = None, command: str = "solve") -> tuple[int, str, str]:
+    """``sciml solve`` (or ``command``; bars due at once) with stderr on a pseudo-terminal or a
+    pipe; returns the exit code, stdout and stderr."""
     environment = {k: v for k, v in os.environ.items() if k not in _FORCING_ENV}
     environment.update({"PYTHONUNBUFFERED": "1", "COLUMNS": "120", **(env or {})})
-    cmd = [sys.executable, "-c", _NO_DELAY_CLI, "solve", *args]
+    cmd = [sys.executable, "-c", _NO_DELAY_CLI, command, *args]
     if not tty:
         proc = subprocess.run(
             cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=environment
@@ -203,6 +203,21 @@ def test_solve_on_a_terminal_draws_a_bar_and_progress_null_does_not(tmp_path):
     rc, out, err = _solve(tmp_path, *_NS, "progress=null", tty=True)
     assert rc == 0, out + err
     assert "time steps" not in err + out and "ETA" not in err + out
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_eval_draws_the_bar_of_the_test_split_it_makes_and_progress_null_does_not(tmp_path):
+    """eval makes the test split on first use (training made train and val only)."""
+    run_sciml("train", *TINY_FNO, "optim.steps=2", "trainer.callbacks.progress=null", cwd=tmp_path, check=True)
+    (run,) = (tmp_path / "outputs" / "train" / "burgers-fno").iterdir()
+    rc, out, err = _solve(tmp_path, f"run={run}", "progress=null", tty=True, command="eval")
+    assert rc == 0, out + err
+    assert "generating" not in err + out and "ETA" not in err + out
+    for test_split in (tmp_path / "outputs" / "data").glob("burgers-test-*.h5"):
+        test_split.unlink()
+    rc, out, err = _solve(tmp_path, f"run={run}", tty=True, command="eval")
+    assert rc == 0, out + err
+    assert "generating burgers-test" in err and "ETA" in err
 
 
 def test_solve_off_a_terminal_prints_no_bar_whatever_rich_is_told(tmp_path):

@@ -115,9 +115,10 @@ def task(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from rich.table import Table
 
-    from .. import plotting
+    from .. import plotting, progress
     from ..errors import CheckpointError
 
+    progress.enable(cfg.get("progress") not in (None, False))  # `progress=null`: no bars
     path = _checkpoint_path(cfg)
     run = path.parent.parent
     output.context(run_dir=str(run))
