@@ -14,6 +14,11 @@ i.e. they are the best case for each regulariser, as in the reference tables of 
 
 Speed: forward + adjoint on a batch of 32 random images, per image (median of ``--repeats``).
 
+Layout (``--layout``): the learned schemes' CNNs on channels-first against channels-last images
+(``ConvNet.channels_last_on_cpu``), taking turns in one process: a reconstruction of 16 images and
+a training step (forward and backward) of the preset's batch, for ``lgd_ct_small`` and
+``lpd_ct_small`` with every layer drawn at random (the speed is that of a trained model).
+
 Learned reconstructions (``--runs``): trained runs of ``lgd``, ``tv_learned`` and ``lpd`` (the
 same problem size), each evaluated on the problem's test images (held-out random ellipses and
 Shepp–Logan) beside FBP, Tikhonov and TV gradient descent with ``lambda`` chosen on the
@@ -21,6 +26,7 @@ validation images: PSNR, SSIM, learned ``lambda``, seconds per image, the time r
 and one figure of every reconstruction side by side (``--figure``).
 
     python scripts/bench_ct.py [--device cpu|cuda] [--threads N] [--sweep] [--json out.json]
+    python scripts/bench_ct.py --layout [--repeats N]
     python scripts/bench_ct.py --runs outputs/train/ct-lgd/<time> outputs/train/ct-lpd/<time> \
         [--figure ct_learned.png] [--json learned.json]
 """
@@ -120,6 +126,53 @@ def speed(device: torch.device, batch: int, repeats: int) -> list[dict]:
     return rows
 
 
+def layout(device: torch.device, repeats: int) -> list[dict]:
+    from sciml_cli import config
+    from sciml_cli.commands import compose
+    from sciml_cli.nn import ConvNet
+
+    rows = []
+    for preset in ("lgd_ct_small", "lpd_ct_small"):
+        cfg, _ = compose("train", [f"experiment={preset}"])
+        torch.manual_seed(0)
+        problem = config.instantiate(cfg.problem).to(device, torch.float32)
+        model = config.instantiate(cfg.model, problem=problem).to(device, torch.float32)
+        for m in model.modules():  # zero last layers would make the schemes' outputs trivial, not faster
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.normal_(m.weight, std=0.02)
+        images, data = problem.training_pairs(16, 1)
+        batch = int(cfg.model.batch_size)
+
+        def reconstruct():
+            with torch.no_grad():
+                return model.reconstruct(problem, data)
+
+        def train_step():
+            model.zero_grad()
+            (model.reconstruct(problem, data[:batch]) - images[:batch]).square().mean().backward()
+
+        times: dict[tuple[str, bool], list[float]] = {}
+        outputs = {}
+        for _ in range(repeats + 1):  # the first round warms up
+            for channels_last in (False, True):
+                ConvNet.channels_last_on_cpu = channels_last
+                outputs[channels_last] = reconstruct()
+                for name, fn in (("reconstruct", reconstruct), ("train_step", train_step)):
+                    sync(device)
+                    t = time.perf_counter()
+                    fn()
+                    sync(device)
+                    times.setdefault((name, channels_last), []).append(time.perf_counter() - t)
+        ConvNet.channels_last_on_cpu = True
+        diff = float((outputs[True] - outputs[False]).abs().max() / outputs[False].abs().max())
+        for name in ("reconstruct", "train_step"):
+            first, last = (statistics.median(times[(name, cl)][1:]) for cl in (False, True))
+            rows.append({"preset": preset, "what": name, "images": 16 if name == "reconstruct" else batch,
+                         "channels_first_ms": 1e3 * first, "channels_last_ms": 1e3 * last,
+                         "speedup": first / last, "max_rel_difference": diff})
+    return rows
+
+
 def learned(runs: list[str], device_name: str, figure: str | None) -> list[dict]:
     """Every run and the classical baselines on the test images of the first run's problem."""
     from sciml_cli import plotting
@@ -191,6 +244,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write the figures to this file")
     ap.add_argument("--runs", nargs="+", default=None, help="trained lgd / tv_learned / lpd run directories")
     ap.add_argument("--figure", default=None, help="--runs: write the side-by-side figure here")
+    ap.add_argument("--layout", action="store_true", help="only the CNNs' speed on channels-first and -last images")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -200,6 +254,17 @@ def main() -> None:
                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     print(f"# {env}")
     out: dict = {"env": env}
+    if args.layout:
+        out["layout"] = layout(device, args.repeats)
+        print(f"{'preset':<14}{'':<13}{'images':>7}{'ch-first ms':>13}{'ch-last ms':>12}{'speed-up':>10}")
+        for r in out["layout"]:
+            print(f"{r['preset']:<14}{r['what']:<13}{r['images']:>7}{r['channels_first_ms']:>13.1f}"
+                  f"{r['channels_last_ms']:>12.1f}{r['speedup']:>10.2f}")
+        print(f"largest difference between the layouts' reconstructions: "
+              f"{max(r['max_rel_difference'] for r in out['layout']):.1e} of the largest value")
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2))
+        return
     if args.runs:
         out["learned"] = learned(args.runs, args.device, args.figure)
         print(f"{'method':<12}{'images':<13}{'lambda':>10}{'PSNR dB':>9}{'SSIM':>8}{'s/image':>10}{'vs TV':>8}")
