@@ -11,9 +11,14 @@ Runs the real commands in a temporary directory (or ``--keep DIR``):
 
 where ``<short>`` is ``optim.steps=<steps>`` (the preset's 2500 shortened; the cosine schedule
 follows) and a validation at the end. The dataset is generated once before the timed commands.
-Both studies use the same sampler seed, so their first trials coincide. Reports each sweep's
-wall time and best validation rel-L2, their ratio (target: joblib <= 0.6x basic), and the
-preset's own validation rel-L2 (target: the best trial beats it).
+The joblib study runs first, as shipped (TPE, seed 0); the basic launcher then runs the same
+trials: its study starts with the joblib study's parameter sets enqueued (Optuna's
+``enqueue_trial``), which the sweeper asks for before sampling anything. Two TPE studies would
+sample alike only until their results differ (one thread or two round differently), and a study
+drawing more of the widest networks takes longer on any launcher. Reports each sweep's wall time,
+the sum of its trials' training times, its best validation rel-L2, the ratio of the wall times
+(target: joblib <= 0.6x basic), and the preset's own validation rel-L2 (target: the best trial
+beats it).
 
 ``--ceiling`` measures instead what bounds that ratio on this machine: one trial alone on two
 threads (what the basic launcher runs), alone on one thread, and two one-thread trials at once
@@ -94,6 +99,33 @@ def ceiling(short: list[str], work: Path) -> dict:
     }
 
 
+def _storage(work: Path, study: str) -> str:
+    return f"sqlite:///{work / 'outputs' / 'sweep' / 'studies' / study}.db"  # the config's default
+
+
+def _trial_params(work: Path, study: str) -> list[dict]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return [t.params for t in optuna.load_study(study_name=study, storage=_storage(work, study)).trials]
+
+
+def _replay(work: Path, source: str, target: str) -> None:
+    """A new study ``target`` whose first trials are ``source``'s, in order."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    done = optuna.load_study(study_name=source, storage=_storage(work, source))
+    study = optuna.create_study(study_name=target, storage=_storage(work, target), direction=done.direction)
+    for params in _trial_params(work, source):
+        study.enqueue_trial(params)
+
+
+def _training_time(result: dict) -> float:
+    """The sum of the sweep's trials' own training times."""
+    return sum(j["wall_time_s"] or 0.0 for j in result["jobs"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=16)
@@ -120,13 +152,20 @@ def main() -> None:
         report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                   "trial": " ".join(short), "trials": args.trials,
                   "preset_defaults": {"val_rel_l2": defaults["metrics"]["val/rel_l2"], "wall_s": round(default_wall, 1)}}
-        for launcher, extra in (("basic", []), ("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])):
+        for launcher, extra in (("joblib", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]), ("basic", [])):
+            if launcher == "basic":
+                _replay(work, "bench_joblib", "bench_basic")
             result, wall = _sciml("sweep", *short, "hparams_search=fno_burgers_quick", f"hydra.sweeper.n_trials={args.trials}",
                                   f"hydra.sweeper.study_name=bench_{launcher}", *extra, cwd=work)
             report[launcher] = {"command": "sciml sweep " + " ".join([*short, "hparams_search=fno_burgers_quick",
                                                                          f"hydra.sweeper.n_trials={args.trials}", *extra]),
                                 "wall_s": round(wall, 1), "best_val_rel_l2": result["best_value"],
-                                "finished": sum(j["status"] == "finished" for j in result["jobs"])}
+                                "finished": sum(j["status"] == "finished" for j in result["jobs"]),
+                                "trials_training_s": round(_training_time(result), 1),
+                                "trials": _trial_params(work, f"bench_{launcher}")}
+        if report["basic"]["trials"] != report["joblib"]["trials"]:
+            sys.exit("the basic launcher did not run the joblib study's trials")
+        report["same_trials"] = True
     report["joblib_over_basic"] = round(report["joblib"]["wall_s"] / report["basic"]["wall_s"], 3)
     report["targets"] = {
         "joblib <= 0.6x basic": report["joblib_over_basic"] <= 0.6,
