@@ -163,6 +163,28 @@ def test_accelerated_tv_learned_at_its_start_is_nesterov_and_beats_gradient_desc
     assert len(model.learned()["momentum"]) == 30
 
 
+def test_the_cnn_computes_the_same_function_on_channels_last_images(monkeypatch):
+    """On the CPU ``ConvNet`` convolves channels-last images (faster there): the values and
+    weight gradients are those of the channels-first layout, to float32 rounding."""
+    from sciml_cli.nn import ConvNet
+
+    torch.manual_seed(0)
+    net = ConvNet(8, 6)
+    x = torch.randn(4, 8, 32, 32)
+    results = {}
+    for channels_last in (False, True):
+        monkeypatch.setattr(ConvNet, "channels_last_on_cpu", channels_last)
+        net.zero_grad()
+        y = net(x)
+        y.square().sum().backward()
+        assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+        results[channels_last] = (y.detach(), [p.grad.clone() for p in net.parameters()])
+    (y0, g0), (y1, g1) = results[False], results[True]
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_lpd_gradients_reach_every_iteration():
     p = small()
     model = LPD(p, iterations=3, width=8).double()
