@@ -4,6 +4,7 @@ fixed images, validation-tuned baselines) and the unrolled models (lgd, tv_learn
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -183,6 +184,25 @@ def test_the_cnn_computes_the_same_function_on_channels_last_images(monkeypatch)
     torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-6)
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["lgd_ct_small", "lpd_ct_small"])
+def test_mixed_precision_trains_the_learned_schemes(tmp_path, preset):
+    """``trainer.amp=true`` on the CPU: the networks in bfloat16, the Radon transform in float32
+    (it once failed: no bfloat16 sparse product); the first loss is the float32 one to 1 %."""
+    from conftest import fit
+
+    from sciml_cli.training import checkpoint
+
+    short = [f"experiment={preset}", "optim.steps=3", "trainer.val_every=3", "trainer.checkpoint_every=3",
+             "trainer.log_every=1", "model.batch_size=2"]
+    losses = {}
+    for amp in ("false", "true"):
+        summary, _ = fit([*short, f"trainer.amp={amp}"], tmp_path / amp)
+        assert math.isfinite(summary["val/psnr"])
+        losses[amp] = checkpoint.load(tmp_path / amp / "checkpoints" / "last.pt")["history"]
+    assert all(math.isfinite(v) for _, v in losses["true"])
+    assert losses["true"][0][1] == pytest.approx(losses["false"][0][1], rel=1e-2)
 
 
 def test_lpd_gradients_reach_every_iteration():

@@ -166,6 +166,28 @@ def test_autograd_uses_the_exact_adjoint_to_any_order():
     assert torch.allclose(grad, op.adjoint(y.detach()), rtol=1e-14, atol=1e-14)
 
 
+def test_mixed_precision_leaves_the_operators_in_float32():
+    """Under bfloat16 autocast (``trainer.amp``) the projector, its adjoint and the back-projection
+    still run in float32, on float32 or bfloat16 input, and gradients flow back to the input's
+    dtype (sparse products have no bfloat16 kernel on the CPU, and 8 bits would lose the noise)."""
+    op = RadonTransform(16, 12)
+    x = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(0))
+    sino = op.forward(x)
+    expected = {"forward": sino, "adjoint": op.adjoint(sino), "fbp": op.fbp(sino)}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = {"forward": op.forward(x), "adjoint": op.adjoint(sino), "fbp": op.fbp(sino)}
+        low = x.bfloat16().requires_grad_(True)
+        y = op.forward(low)
+    for name, value in got.items():
+        assert value.dtype == torch.float32, name
+        torch.testing.assert_close(value, expected[name], rtol=1e-6, atol=1e-6)
+    assert y.dtype == torch.float32
+    y.sum().backward()
+    assert low.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(low.grad.float(), op.adjoint(torch.ones_like(sino[0])).expand(2, -1, -1),
+                               rtol=1e-2, atol=1e-2)
+
+
 def test_leading_dimensions_and_shape_errors():
     op = RadonTransform(16, 4)
     x = torch.rand(2, 3, 16, 16, dtype=torch.float64)

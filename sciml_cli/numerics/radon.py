@@ -111,7 +111,7 @@ class _Apply(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         mat, mat_t = ctx.mats
-        return _Apply.apply(grad.contiguous(), mat_t, mat), None, None
+        return _Apply.apply(grad.to(mat.dtype).contiguous(), mat_t, mat), None, None
 
 
 def _apply(pair: _SparsePair, x: Tensor, n_in: int, out_shape: tuple[int, ...],
@@ -119,12 +119,17 @@ def _apply(pair: _SparsePair, x: Tensor, n_in: int, out_shape: tuple[int, ...],
     """Apply the matrix (or its transpose) to the trailing ``n_in`` entries of ``x``."""
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
+    elif x.dtype in (torch.float16, torch.bfloat16):
+        # mixed precision (trainer.amp) leaves the operator in float32, as autocast does with
+        # reductions: its sums over a whole line lose the data's noise level in 8 bits
+        x = x.float()
     mat, mat_t = pair.get(x.device, x.dtype)
     if transpose:
         mat, mat_t = mat_t, mat
     lead = x.shape[:-2]
     cols = x.reshape(-1, n_in).T.contiguous()  # [P, B]: one column per image
-    out = _Apply.apply(cols, mat, mat_t)  # [M, B]
+    with torch.autocast(x.device.type, enabled=False):
+        out = _Apply.apply(cols, mat, mat_t)  # [M, B]
     return out.T.reshape(*lead, *out_shape)
 
 
