@@ -17,7 +17,8 @@ Speed: forward + adjoint on a batch of 32 random images, per image (median of ``
 Layout (``--layout``): the learned schemes' CNNs on channels-first against channels-last images
 (``ConvNet.channels_last_on_cpu``), taking turns in one process: a reconstruction of 16 images and
 a training step (forward and backward) of the preset's batch, for ``lgd_ct_small`` and
-``lpd_ct_small`` with every layer drawn at random (the speed is that of a trained model).
+``lpd_ct_small`` with every layer drawn at random (the speed is that of a trained model); and the
+training step on channels-last images under bfloat16 autocast, as ``trainer.amp=true`` takes it.
 
 Learned reconstructions (``--runs``): trained runs of ``lgd``, ``tv_learned`` and ``lpd`` (the
 same problem size), each evaluated on the problem's test images (held-out random ellipses and
@@ -143,33 +144,40 @@ def layout(device: torch.device, repeats: int) -> list[dict]:
         images, data = problem.training_pairs(16, 1)
         batch = int(cfg.model.batch_size)
 
-        def reconstruct():
+        def reconstruct(amp: bool):
             with torch.no_grad():
                 return model.reconstruct(problem, data)
 
-        def train_step():
+        def train_step(amp: bool):  # as the trainer takes it: the loss under autocast, then backward
             model.zero_grad()
-            (model.reconstruct(problem, data[:batch]) - images[:batch]).square().mean().backward()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = (model.reconstruct(problem, data[:batch]) - images[:batch]).square().mean()
+            loss.backward()
 
-        times: dict[tuple[str, bool], list[float]] = {}
+        # (channels last, bfloat16 autocast): the layouts, then trainer.amp=true on channels-last
+        setups = {"reconstruct": [(False, False), (True, False)],
+                  "train_step": [(False, False), (True, False), (True, True)]}
+        times: dict[tuple[str, bool, bool], list[float]] = {}
         outputs = {}
         for _ in range(repeats + 1):  # the first round warms up
-            for channels_last in (False, True):
-                ConvNet.channels_last_on_cpu = channels_last
-                outputs[channels_last] = reconstruct()
-                for name, fn in (("reconstruct", reconstruct), ("train_step", train_step)):
+            for name, fn in (("reconstruct", reconstruct), ("train_step", train_step)):
+                for channels_last, amp in setups[name]:
+                    ConvNet.channels_last_on_cpu = channels_last
+                    if name == "reconstruct":
+                        outputs[channels_last] = reconstruct(False)
                     sync(device)
                     t = time.perf_counter()
-                    fn()
+                    fn(amp)
                     sync(device)
-                    times.setdefault((name, channels_last), []).append(time.perf_counter() - t)
+                    times.setdefault((name, channels_last, amp), []).append(time.perf_counter() - t)
         ConvNet.channels_last_on_cpu = True
         diff = float((outputs[True] - outputs[False]).abs().max() / outputs[False].abs().max())
-        for name in ("reconstruct", "train_step"):
-            first, last = (statistics.median(times[(name, cl)][1:]) for cl in (False, True))
+        for name, configs in setups.items():
+            ms = [1e3 * statistics.median(times[(name, *c)][1:]) for c in configs]
             rows.append({"preset": preset, "what": name, "images": 16 if name == "reconstruct" else batch,
-                         "channels_first_ms": 1e3 * first, "channels_last_ms": 1e3 * last,
-                         "speedup": first / last, "max_rel_difference": diff})
+                         "channels_first_ms": ms[0], "channels_last_ms": ms[1], "speedup": ms[0] / ms[1],
+                         "channels_last_amp_ms": ms[2] if len(ms) > 2 else None,
+                         "amp_speedup": ms[1] / ms[2] if len(ms) > 2 else None, "max_rel_difference": diff})
     return rows
 
 
@@ -244,7 +252,8 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write the figures to this file")
     ap.add_argument("--runs", nargs="+", default=None, help="trained lgd / tv_learned / lpd run directories")
     ap.add_argument("--figure", default=None, help="--runs: write the side-by-side figure here")
-    ap.add_argument("--layout", action="store_true", help="only the CNNs' speed on channels-first and -last images")
+    ap.add_argument("--layout", action="store_true",
+                    help="only the CNNs' speed on channels-first and -last images, and under amp")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -256,10 +265,12 @@ def main() -> None:
     out: dict = {"env": env}
     if args.layout:
         out["layout"] = layout(device, args.repeats)
-        print(f"{'preset':<14}{'':<13}{'images':>7}{'ch-first ms':>13}{'ch-last ms':>12}{'speed-up':>10}")
+        print(f"{'preset':<14}{'':<13}{'images':>7}{'ch-first ms':>13}{'ch-last ms':>12}{'speed-up':>10}"
+              f"{'+ amp ms':>10}{'speed-up':>10}")
         for r in out["layout"]:
+            amp = (f"{r['channels_last_amp_ms']:>10.1f}{r['amp_speedup']:>10.2f}" if r["amp_speedup"] else "")
             print(f"{r['preset']:<14}{r['what']:<13}{r['images']:>7}{r['channels_first_ms']:>13.1f}"
-                  f"{r['channels_last_ms']:>12.1f}{r['speedup']:>10.2f}")
+                  f"{r['channels_last_ms']:>12.1f}{r['speedup']:>10.2f}{amp}")
         print(f"largest difference between the layouts' reconstructions: "
               f"{max(r['max_rel_difference'] for r in out['layout']):.1e} of the largest value")
         if args.json:

@@ -19,6 +19,10 @@ class ConvNet(nn.Module):
     unrolled scheme then starts as its classical iteration).
     """
 
+    #: on the CPU, convolve channels-last images: oneDNN's kernels are faster on them than on
+    #: channels-first ones (``scripts/bench_ct.py --layout``); the output keeps that layout
+    channels_last_on_cpu = True
+
     def __init__(self, in_channels: int, out_channels: int, width: int = 32, depth: int = 3,
                  kernel: int = 3, zero_last: bool = False) -> None:
         super().__init__()
@@ -37,10 +41,6 @@ class ConvNet(nn.Module):
             nn.init.zeros_(last.bias)
         layers.append(last)
         self.layers = nn.Sequential(*layers)
-
-    #: on the CPU, convolve channels-last images: oneDNN's kernels are faster on them than on
-    #: channels-first ones (``scripts/bench_ct.py --layout``); the output keeps that layout
-    channels_last_on_cpu = True
 
     def forward(self, x: Tensor) -> Tensor:
         if self.channels_last_on_cpu and x.device.type == "cpu":
