@@ -163,13 +163,13 @@ def layout(device: torch.device, repeats: int) -> list[dict]:
             for name, fn in (("reconstruct", reconstruct), ("train_step", train_step)):
                 for channels_last, amp in setups[name]:
                     ConvNet.channels_last_on_cpu = channels_last
-                    if name == "reconstruct":
-                        outputs[channels_last] = reconstruct(False)
                     sync(device)
                     t = time.perf_counter()
-                    fn(amp)
+                    out = fn(amp)
                     sync(device)
                     times.setdefault((name, channels_last, amp), []).append(time.perf_counter() - t)
+                    if name == "reconstruct":
+                        outputs[channels_last] = out
         ConvNet.channels_last_on_cpu = True
         diff = float((outputs[True] - outputs[False]).abs().max() / outputs[False].abs().max())
         for name, configs in setups.items():

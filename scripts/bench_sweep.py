@@ -117,8 +117,8 @@ def _replay(work: Path, source: str, target: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     done = optuna.load_study(study_name=source, storage=_storage(work, source))
     study = optuna.create_study(study_name=target, storage=_storage(work, target), direction=done.direction)
-    for params in _trial_params(work, source):
-        study.enqueue_trial(params)
+    for trial in done.trials:
+        study.enqueue_trial(trial.params)
 
 
 def _training_time(result: dict) -> float:
